@@ -1,0 +1,262 @@
+//! Turns a tree that passed the shape check into the typed model. Shape errors
+//! were reported already, so anything missing here falls back to a default.
+
+use crate::diag::{Pos, Source, Span};
+use crate::duration;
+use crate::model::*;
+use crate::tree::{Node, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub struct Builder<'a> {
+    pub src: &'a Source,
+}
+
+impl Builder<'_> {
+    pub fn pos(&self, span: Span) -> Pos {
+        self.src.pos(span)
+    }
+
+    /// The position of the first character inside a string literal (after its
+    /// opening quotes), so errors inside expressions land on the right column.
+    pub fn content_pos(&self, node: &Node) -> Pos {
+        let text = self.src.text.get(node.span.start..).unwrap_or("");
+        let skip = if text.starts_with("\"\"\"") || text.starts_with("'''") {
+            let nl = text[3..].starts_with('\n');
+            3 + usize::from(nl)
+        } else if text.starts_with('"') || text.starts_with('\'') {
+            1
+        } else {
+            0
+        };
+        self.src.pos(Span::new(node.span.start + skip, node.span.end))
+    }
+
+    fn str(&self, node: &Node, key: &str) -> Option<String> {
+        node.get(key).and_then(Node::as_str).map(str::to_string)
+    }
+
+    fn expr(&self, node: &Node, key: &str) -> Option<Expr> {
+        let n = node.get(key)?;
+        Some(Expr {
+            source: n.as_str()?.to_string(),
+            pos: self.content_pos(n),
+        })
+    }
+
+    fn template_of(&self, n: &Node) -> Template {
+        Template {
+            source: n.as_str().unwrap_or_default().to_string(),
+            pos: self.content_pos(n),
+        }
+    }
+
+    fn template(&self, node: &Node, key: &str) -> Option<Template> {
+        node.get(key).map(|n| self.template_of(n))
+    }
+
+    fn templates(&self, node: &Node, key: &str) -> Vec<Template> {
+        node.get(key)
+            .and_then(Node::as_array)
+            .map(|a| a.iter().map(|n| self.template_of(n)).collect())
+            .unwrap_or_default()
+    }
+
+    fn template_map(&self, node: &Node, key: &str) -> BTreeMap<String, Template> {
+        node.get(key)
+            .map(|m| {
+                m.entries()
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), self.template_of(v)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn duration(&self, node: &Node, key: &str) -> Option<Duration> {
+        node.get(key).and_then(Node::as_str).and_then(|s| duration::parse(s).ok())
+    }
+
+    fn int(&self, node: &Node, key: &str) -> Option<i64> {
+        match node.get(key)?.value {
+            Value::Int(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    fn bool(&self, node: &Node, key: &str) -> Option<bool> {
+        match node.get(key)?.value {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn vars(&self, node: &Node, key: &str) -> Vars {
+        node.get(key)
+            .map(|m| m.entries().iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn target(&self, node: &Node) -> Target {
+        Target {
+            name: self.str(node, "name").unwrap_or_default(),
+            labels: node
+                .get("labels")
+                .map(|m| {
+                    m.entries()
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.name.clone(), v.scalar_text()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            vars: self.vars(node, "vars"),
+            after: node
+                .get("after")
+                .and_then(Node::as_array)
+                .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+            pos: self.pos(node.span),
+        }
+    }
+
+    pub fn concurrency(&self, node: Option<&Node>) -> Concurrency {
+        let mut c = Concurrency::default();
+        if let Some(n) = node {
+            if let Some(l) = self.int(n, "limit") {
+                c.limit = u32::try_from(l).unwrap_or(1).max(1);
+            }
+            if let Some(m) = n.get("per_label") {
+                for (k, v) in m.entries() {
+                    if let Value::Int(i) = v.value {
+                        c.per_label.insert(k.name.clone(), u32::try_from(i).unwrap_or(1).max(1));
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    pub fn secrets(&self, node: Option<&Node>) -> Vec<SecretDef> {
+        node.map(|m| {
+            m.entries()
+                .iter()
+                .map(|(k, v)| SecretDef {
+                    name: k.name.clone(),
+                    reference: v.as_str().unwrap_or_default().to_string(),
+                    pos: self.content_pos(v),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    pub fn phase(&self, node: &Node) -> Phase {
+        Phase {
+            name: self.str(node, "name").unwrap_or_default(),
+            description: self.str(node, "description"),
+            steps: self.steps(node, "steps"),
+            rollback: self.steps(node, "rollback"),
+            pos: self.pos(node.span),
+        }
+    }
+
+    fn steps(&self, node: &Node, key: &str) -> Vec<Step> {
+        node.get(key)
+            .and_then(Node::as_array)
+            .map(|a| a.iter().filter_map(|n| self.step(n)).collect())
+            .unwrap_or_default()
+    }
+
+    /// A step, or `None` when its kind is unknown (already reported).
+    pub fn step(&self, node: &Node) -> Option<Step> {
+        let kind = match node.get("kind").and_then(Node::as_str)? {
+            "exec" => StepKind::Exec(ExecStep {
+                command: match node.get("command").map(|c| &c.value) {
+                    Some(Value::Array(_)) => Command::Argv(self.templates(node, "command")),
+                    _ => Command::Shell(self.template(node, "command").unwrap_or(Template {
+                        source: String::new(),
+                        pos: self.pos(node.span),
+                    })),
+                },
+                env: self.template_map(node, "env"),
+                cwd: self.template(node, "cwd"),
+            }),
+            "sql" => {
+                let mut statements = vec![];
+                if let Some(sql) = node.get("sql") {
+                    statements.push(SqlStatement {
+                        sql: sql.as_str().unwrap_or_default().to_string(),
+                        params: self.templates(node, "params"),
+                        pos: self.content_pos(sql),
+                    });
+                }
+                for s in node.get("statements").and_then(Node::as_array).unwrap_or_default() {
+                    statements.push(SqlStatement {
+                        sql: self.str(s, "sql").unwrap_or_default(),
+                        params: self.templates(s, "params"),
+                        pos: s.get("sql").map(|n| self.content_pos(n)).unwrap_or_else(|| self.pos(s.span)),
+                    });
+                }
+                StepKind::Sql(SqlStep {
+                    dsn: self.template(node, "dsn").unwrap_or(Template {
+                        source: "{{ vars.dsn }}".into(),
+                        pos: self.pos(node.span),
+                    }),
+                    statements,
+                    transaction: self.bool(node, "transaction").unwrap_or(true),
+                })
+            }
+            "http" => StepKind::Http(HttpStep {
+                method: self.str(node, "method").unwrap_or_else(|| "GET".into()),
+                url: self.template(node, "url").unwrap_or(Template {
+                    source: String::new(),
+                    pos: self.pos(node.span),
+                }),
+                headers: self.template_map(node, "headers"),
+                body: self.template(node, "body"),
+                expect_status: match node.get("expect_status").map(|n| &n.value) {
+                    Some(Value::Int(i)) => vec![u16::try_from(*i).unwrap_or(0)],
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|n| match n.value {
+                            Value::Int(i) => u16::try_from(i).ok(),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => vec![],
+                },
+            }),
+            "wait" => StepKind::Wait(WaitStep {
+                until: self.expr(node, "until").unwrap_or(Expr {
+                    source: "true".into(),
+                    pos: self.pos(node.span),
+                }),
+                interval: self.duration(node, "interval").unwrap_or(Duration::from_secs(2)),
+                probe: node.get("probe").and_then(|p| self.step(p)).map(Box::new),
+            }),
+            "block" => StepKind::Block(BlockStep {
+                steps: self.steps(node, "steps"),
+                finally: self.steps(node, "finally"),
+            }),
+            _ => return None,
+        };
+        // A SQL step in one transaction either committed or did not: re-running
+        // it after a crash is safe. Anything else is assumed to have effects.
+        let default_idempotent = match &kind {
+            StepKind::Sql(s) => s.transaction,
+            StepKind::Wait(_) | StepKind::Block(_) => true,
+            _ => false,
+        };
+        Some(Step {
+            name: self.str(node, "name").unwrap_or_default(),
+            description: self.str(node, "description"),
+            when: self.expr(node, "when"),
+            timeout: self.duration(node, "timeout"),
+            retries: self.int(node, "retries").and_then(|r| u32::try_from(r).ok()).unwrap_or(0),
+            backoff: self.duration(node, "backoff").unwrap_or(Duration::from_secs(1)),
+            idempotent: self.bool(node, "idempotent").unwrap_or(default_idempotent),
+            kind,
+            pos: self.pos(node.span),
+        })
+    }
+}

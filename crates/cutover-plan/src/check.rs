@@ -1,0 +1,440 @@
+//! Checks that need more than the shape: unique names, the `after` graph, CEL
+//! expressions, templates and what they refer to. Nothing here touches a target.
+
+use crate::diag::{Diagnostic, Diagnostics, Pos};
+use crate::expr;
+use crate::model::*;
+use crate::shape::closest;
+use crate::template;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+const CEL_ROOTS: &[&str] = &["name", "target", "labels", "vars", "outputs"];
+const TEMPLATE_ROOTS: &[&str] = &["name", "target", "labels", "vars", "outputs", "secrets", "plan", "run", "phase"];
+
+fn inside(pos: &Pos, line: usize, column: usize) -> Pos {
+    pos.shifted(line.saturating_sub(1), column.saturating_sub(1))
+}
+
+/// Unique names, known `after` references, no cycles.
+pub fn targets(all: &[Target], diags: &mut Diagnostics) {
+    let mut seen: HashMap<&str, &Target> = HashMap::new();
+    for t in all {
+        if let Some(first) = seen.get(t.name.as_str()) {
+            diags.push(Diagnostic::new(
+                t.pos.clone(),
+                "duplicate-target",
+                format!("target `{}` is defined twice (first at {})", t.name, first.pos),
+            ));
+        } else {
+            seen.insert(&t.name, t);
+        }
+    }
+    for t in all {
+        for a in &t.after {
+            if a == &t.name {
+                diags.push(Diagnostic::new(t.pos.clone(), "after", format!("target `{}` cannot come after itself", t.name)));
+            } else if !seen.contains_key(a.as_str()) {
+                let names: Vec<&str> = seen.keys().copied().collect();
+                let mut d = Diagnostic::new(
+                    t.pos.clone(),
+                    "after",
+                    format!("target `{}` comes after `{a}`, which is not a target", t.name),
+                );
+                if let Some(c) = closest(a, &names) {
+                    d = d.with_help(format!("did you mean `{c}`?"));
+                }
+                diags.push(d);
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(all) {
+        let pos = seen.get(cycle[0].as_str()).map(|t| t.pos.clone()).unwrap_or_default();
+        diags.push(
+            Diagnostic::new(pos, "after-cycle", format!("the `after` order has a cycle: {}", cycle.join(" → ")))
+                .with_help("remove one of these `after` entries so that targets can be ordered"),
+        );
+    }
+}
+
+/// A cycle in the `after` graph, as a closed path of names.
+fn find_cycle(all: &[Target]) -> Option<Vec<String>> {
+    let index: HashMap<&str, usize> = all.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    let mut color = vec![0u8; all.len()];
+    let mut stack: Vec<usize> = vec![];
+    fn dfs(
+        i: usize,
+        all: &[Target],
+        index: &HashMap<&str, usize>,
+        color: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<String>> {
+        color[i] = 1;
+        stack.push(i);
+        for a in &all[i].after {
+            let Some(&j) = index.get(a.as_str()) else { continue };
+            if j == i {
+                continue;
+            }
+            if color[j] == 1 {
+                let start = stack.iter().position(|&k| k == j).unwrap_or(0);
+                let mut path: Vec<String> = stack[start..].iter().map(|&k| all[k].name.clone()).collect();
+                path.push(all[j].name.clone());
+                return Some(path);
+            }
+            if color[j] == 0 {
+                if let Some(c) = dfs(j, all, index, color, stack) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        color[i] = 2;
+        None
+    }
+    for i in 0..all.len() {
+        if color[i] == 0 {
+            if let Some(c) = dfs(i, all, &index, &mut color, &mut stack) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+/// Keeps the targets `select` holds for; evaluation errors are diagnostics.
+pub fn select(plan_select: Option<&Expr>, all: &[Target], plan_vars: &Vars, diags: &mut Diagnostics) -> Vec<Target> {
+    let Some(sel) = plan_select else { return all.to_vec() };
+    let program = match compile(sel, &["name", "target", "labels", "vars"], None, diags) {
+        Some(p) => p,
+        None => return vec![],
+    };
+    let mut kept = vec![];
+    for t in all {
+        let ctx = crate::context(t, plan_vars, &Default::default());
+        match expr::eval_bool(&program, &ctx) {
+            Ok(true) => kept.push(t.clone()),
+            Ok(false) => {}
+            Err(e) => diags.push(Diagnostic::new(
+                sel.pos.clone(),
+                "select",
+                format!("`select` cannot be evaluated for target `{}`: {e}", t.name),
+            )),
+        }
+    }
+    kept
+}
+
+/// Compiles an expression and checks the variables it reads.
+fn compile(e: &Expr, roots: &[&str], refs: Option<&Refs<'_>>, diags: &mut Diagnostics) -> Option<cel::Program> {
+    let program = match expr::compile(&e.source) {
+        Ok(p) => p,
+        Err(err) => {
+            diags.push(
+                Diagnostic::new(inside(&e.pos, err.line, err.column), "cel", format!("invalid CEL expression: {}", err.message))
+                    .with_help("CEL looks like: labels.region == 'eu' && outputs.check.rows > 0"),
+            );
+            return None;
+        }
+    };
+    for (root, field) in expr::references(&program) {
+        check_ref(&e.pos, &root, field.as_deref(), roots, refs, diags);
+    }
+    Some(program)
+}
+
+/// What a step may refer to: the steps before it, the declared secrets, and
+/// the vars every target has.
+pub struct Refs<'a> {
+    pub earlier_steps: &'a [String],
+    pub secrets: &'a BTreeSet<String>,
+    pub targets: &'a [Target],
+    pub plan_vars: &'a Vars,
+}
+
+fn check_ref(pos: &Pos, root: &str, field: Option<&str>, roots: &[&str], refs: Option<&Refs<'_>>, diags: &mut Diagnostics) {
+    if !roots.contains(&root) {
+        let mut d = Diagnostic::new(
+            pos.clone(),
+            "unknown-variable",
+            format!("unknown variable `{root}` (expected one of: {})", roots.join(", ")),
+        );
+        if let Some(c) = closest(root, roots) {
+            d = d.with_help(format!("did you mean `{c}`?"));
+        }
+        diags.push(d);
+        return;
+    }
+    let (Some(refs), Some(field)) = (refs, field) else { return };
+    match root {
+        "outputs" if !refs.earlier_steps.iter().any(|s| s == field) => {
+            let names: Vec<&str> = refs.earlier_steps.iter().map(String::as_str).collect();
+            let mut d = Diagnostic::new(
+                pos.clone(),
+                "unknown-output",
+                format!("`outputs.{field}` refers to no earlier step"),
+            );
+            d = match closest(field, &names) {
+                Some(c) => d.with_help(format!("did you mean `outputs.{c}`?")),
+                None => d.with_help("a step can read the outputs of the steps that run before it"),
+            };
+            diags.push(d);
+        }
+        "secrets" if !refs.secrets.contains(field) => {
+            diags.push(
+                Diagnostic::new(pos.clone(), "unknown-secret", format!("secret `{field}` is not declared"))
+                    .with_help(format!("declare it under [secrets], e.g. {field} = \"env:{}\"", field.to_uppercase())),
+            );
+        }
+        "vars" if !refs.plan_vars.contains_key(field) => {
+            let missing: Vec<&str> = refs
+                .targets
+                .iter()
+                .filter(|t| !t.vars.contains_key(field))
+                .map(|t| t.name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                let shown = if missing.len() > 3 {
+                    format!("{} and {} more", missing[..3].join(", "), missing.len() - 3)
+                } else {
+                    missing.join(", ")
+                };
+                diags.push(
+                    Diagnostic::new(pos.clone(), "missing-var", format!("var `{field}` is not set for target {shown}"))
+                        .with_help("set it in each target's vars, or a default in the plan's [vars]"),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_template(t: &Template, refs: &Refs<'_>, diags: &mut Diagnostics) {
+    match template::references(&t.source) {
+        Ok(found) => {
+            for (root, field) in found {
+                check_ref(&t.pos, &root, field.as_deref(), TEMPLATE_ROOTS, Some(refs), diags);
+            }
+        }
+        Err(e) => diags.push(
+            Diagnostic::new(inside(&t.pos, e.line, e.column), "template", format!("invalid template: {}", e.message))
+                .with_help("templates look like: {{ vars.dsn }} or {{ target.name }}"),
+        ),
+    }
+}
+
+/// Every step: names, expressions, templates, references.
+pub fn phases(plan: &Plan, diags: &mut Diagnostics) {
+    let secrets: BTreeSet<String> = plan.secrets.iter().map(|s| s.name.clone()).collect();
+    let mut phase_names: BTreeMap<&str, &Pos> = BTreeMap::new();
+    let mut step_names: BTreeMap<String, Pos> = BTreeMap::new();
+    let mut earlier: Vec<String> = vec![];
+    for phase in &plan.phases {
+        if let Some(first) = phase_names.insert(&phase.name, &phase.pos) {
+            diags.push(Diagnostic::new(
+                phase.pos.clone(),
+                "duplicate-phase",
+                format!("phase `{}` is defined twice (first at {first})", phase.name),
+            ));
+        }
+        for step in &phase.steps {
+            check_step(plan, step, &secrets, &mut step_names, &mut earlier, diags);
+        }
+        // Rollback steps may read the outputs of any step of the phase; they
+        // do not add to what later phases can read.
+        let mut rb_earlier = earlier.clone();
+        for step in &phase.rollback {
+            check_step(plan, step, &secrets, &mut step_names, &mut rb_earlier, diags);
+        }
+    }
+}
+
+fn check_step(
+    plan: &Plan,
+    step: &Step,
+    secrets: &BTreeSet<String>,
+    names: &mut BTreeMap<String, Pos>,
+    earlier: &mut Vec<String>,
+    diags: &mut Diagnostics,
+) {
+    if step.name.is_empty() || !step.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        diags.push(
+            Diagnostic::new(step.pos.clone(), "step-name", format!("invalid step name {:?}", step.name))
+                .with_help("use letters, digits, `_` and `-`; with `_` the name reads well as outputs.<name>"),
+        );
+    }
+    if let Some(first) = names.insert(step.name.clone(), step.pos.clone()) {
+        diags.push(Diagnostic::new(
+            step.pos.clone(),
+            "duplicate-step",
+            format!("step `{}` is defined twice (first at {first}); step names are unique in a plan", step.name),
+        ));
+    }
+    let refs = Refs {
+        earlier_steps: earlier,
+        secrets,
+        targets: &plan.targets,
+        plan_vars: &plan.vars,
+    };
+    if let Some(w) = &step.when {
+        compile(w, CEL_ROOTS, Some(&refs), diags);
+    }
+    match &step.kind {
+        StepKind::Exec(x) => {
+            match &x.command {
+                Command::Shell(t) => {
+                    if t.source.trim().is_empty() {
+                        diags.push(Diagnostic::new(t.pos.clone(), "empty-command", "the command is empty"));
+                    }
+                    check_template(t, &refs, diags);
+                }
+                Command::Argv(v) => {
+                    if v.is_empty() {
+                        diags.push(Diagnostic::new(step.pos.clone(), "empty-command", "the command is empty"));
+                    }
+                    v.iter().for_each(|t| check_template(t, &refs, diags));
+                }
+            }
+            x.env.values().for_each(|t| check_template(t, &refs, diags));
+            if let Some(c) = &x.cwd {
+                check_template(c, &refs, diags);
+            }
+        }
+        StepKind::Sql(s) => {
+            check_template(&s.dsn, &refs, diags);
+            if s.statements.is_empty() {
+                diags.push(
+                    Diagnostic::new(step.pos.clone(), "missing-key", format!("sql step `{}` has no `sql` and no `statements`", step.name))
+                        .with_help("write sql = \"…\" (with $1, $2… for values and params = […]) or [[…statements]]"),
+                );
+            }
+            for st in &s.statements {
+                let wanted = max_placeholder(&st.sql);
+                if wanted != st.params.len() {
+                    diags.push(
+                        Diagnostic::new(
+                            st.pos.clone(),
+                            "sql-params",
+                            format!("the statement uses {wanted} bind parameter(s) ($1…) but {} are given in `params`", st.params.len()),
+                        )
+                        .with_help("values go in params = [\"{{ … }}\", …], never into the SQL text"),
+                    );
+                }
+                st.params.iter().for_each(|t| check_template(t, &refs, diags));
+            }
+        }
+        StepKind::Http(h) => {
+            check_template(&h.url, &refs, diags);
+            h.headers.values().for_each(|t| check_template(t, &refs, diags));
+            if let Some(b) = &h.body {
+                check_template(b, &refs, diags);
+            }
+        }
+        StepKind::Wait(w) => {
+            let mut roots = CEL_ROOTS.to_vec();
+            if let Some(p) = &w.probe {
+                if matches!(p.kind, StepKind::Wait(_) | StepKind::Block(_)) {
+                    diags.push(Diagnostic::new(
+                        p.pos.clone(),
+                        "probe-kind",
+                        format!("a wait probe must be an exec, sql or http step, not {}", p.kind.name()),
+                    ));
+                }
+                check_step(plan, p, secrets, names, earlier, diags);
+                roots.push("probe");
+            }
+            let refs = Refs {
+                earlier_steps: earlier,
+                secrets,
+                targets: &plan.targets,
+                plan_vars: &plan.vars,
+            };
+            compile(&w.until, &roots, Some(&refs), diags);
+        }
+        StepKind::Block(b) => {
+            if b.steps.is_empty() {
+                diags.push(Diagnostic::new(step.pos.clone(), "empty-block", format!("block `{}` has no steps", step.name)));
+            }
+            for s in &b.steps {
+                check_step(plan, s, secrets, names, earlier, diags);
+            }
+            for s in &b.finally {
+                check_step(plan, s, secrets, names, earlier, diags);
+            }
+        }
+    }
+    earlier.push(step.name.clone());
+}
+
+/// The highest `$N` placeholder in a statement, skipping quoted text and
+/// dollar-quoted bodies; a rough scan, since the SQL text is not parsed here.
+fn max_placeholder(sql: &str) -> usize {
+    let b = sql.as_bytes();
+    let (mut i, mut max) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'\'' | b'"' => {
+                let q = b[i];
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'$' if i + 1 < b.len() && b[i + 1].is_ascii_digit() && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) => {
+                let start = i + 1;
+                let mut j = start;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if let Ok(n) = sql[start..j].parse::<usize>() {
+                    max = max.max(n);
+                }
+                i = j;
+                continue;
+            }
+            b'$' => {
+                // A dollar-quoted string: $tag$ … $tag$.
+                if let Some(end) = sql[i + 1..].find('$') {
+                    let tag = &sql[i..i + end + 2];
+                    if tag[1..tag.len() - 1].chars().all(|c| c.is_alphanumeric() || c == '_') {
+                        if let Some(close) = sql[i + tag.len()..].find(tag) {
+                            i += tag.len() + close + tag.len();
+                            continue;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    max
+}
+
+/// Secrets must name where their value comes from.
+pub fn secrets(defs: &[SecretDef], diags: &mut Diagnostics) {
+    for s in defs {
+        let ok = ["env:", "file:", "command:"]
+            .iter()
+            .any(|p| s.reference.strip_prefix(p).is_some_and(|rest| !rest.trim().is_empty()));
+        if !ok {
+            diags.push(
+                Diagnostic::new(s.pos.clone(), "secret-ref", format!("secret `{}` must be a reference, not a value", s.name))
+                    .with_help("write \"env:NAME\", \"file:PATH\" or \"command:CMD\" (e.g. command:vault kv get -field=pw secret/db)"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_skip_strings_and_dollar_quotes() {
+        assert_eq!(max_placeholder("select $1, $2"), 2);
+        assert_eq!(max_placeholder("select '$3', $1"), 1);
+        assert_eq!(max_placeholder("do $$ select $4 $$; select $1"), 1);
+        assert_eq!(max_placeholder("select 1"), 0);
+    }
+}

@@ -1,0 +1,239 @@
+//! The typed plan, built from a tree that passed the shape check.
+
+use crate::diag::Pos;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub type Vars = serde_json::Map<String, serde_json::Value>;
+
+/// A CEL expression as written, with where it was written.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Expr {
+    pub source: String,
+    #[serde(skip)]
+    pub pos: Pos,
+}
+
+/// A template string as written (rendered per target at run time).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Template {
+    pub source: String,
+    #[serde(skip)]
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    pub name: String,
+    pub description: Option<String>,
+    /// The plan file, as given.
+    pub path: PathBuf,
+    /// The directory relative paths are resolved from.
+    pub dir: PathBuf,
+    pub select: Option<Expr>,
+    pub vars: Vars,
+    pub secrets: Vec<SecretDef>,
+    pub concurrency: Concurrency,
+    /// Every target of the inventory, before `select`.
+    pub all_targets: Vec<Target>,
+    /// The targets the plan applies to (those `select` keeps), in inventory order.
+    pub targets: Vec<Target>,
+    pub phases: Vec<Phase>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SecretDef {
+    pub name: String,
+    /// `env:NAME`, `file:PATH` or `command:CMD` — a reference, never a value.
+    pub reference: String,
+    #[serde(skip)]
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Concurrency {
+    pub limit: u32,
+    pub per_label: BTreeMap<String, u32>,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Concurrency {
+            limit: 4,
+            per_label: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Target {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub vars: Vars,
+    #[serde(default)]
+    pub after: Vec<String>,
+    #[serde(skip)]
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub description: Option<String>,
+    pub steps: Vec<Step>,
+    pub rollback: Vec<Step>,
+    #[serde(skip)]
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    pub name: String,
+    pub description: Option<String>,
+    pub when: Option<Expr>,
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff: Duration,
+    /// Whether the step may be re-run after a crash left it in flight.
+    pub idempotent: bool,
+    #[serde(flatten)]
+    pub kind: StepKind,
+    #[serde(skip)]
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StepKind {
+    Exec(ExecStep),
+    Sql(SqlStep),
+    Http(HttpStep),
+    Wait(WaitStep),
+    Block(BlockStep),
+}
+
+impl StepKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Exec(_) => "exec",
+            StepKind::Sql(_) => "sql",
+            StepKind::Http(_) => "http",
+            StepKind::Wait(_) => "wait",
+            StepKind::Block(_) => "block",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    /// Run by `sh -c`.
+    Shell(Template),
+    /// Run directly, no shell.
+    Argv(Vec<Template>),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExecStep {
+    pub command: Command,
+    pub env: BTreeMap<String, Template>,
+    pub cwd: Option<Template>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SqlStatement {
+    pub sql: String,
+    pub params: Vec<Template>,
+    #[serde(skip)]
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SqlStep {
+    pub dsn: Template,
+    pub statements: Vec<SqlStatement>,
+    pub transaction: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpStep {
+    pub method: String,
+    pub url: Template,
+    pub headers: BTreeMap<String, Template>,
+    pub body: Option<Template>,
+    /// Empty means any 2xx.
+    pub expect_status: Vec<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WaitStep {
+    pub until: Expr,
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    pub probe: Option<Box<Step>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlockStep {
+    pub steps: Vec<Step>,
+    pub finally: Vec<Step>,
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::duration::format(*d))
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+impl Plan {
+    /// Every step of the plan in document order (phases' steps, blocks' inner and
+    /// `finally` steps, wait probes, then rollback steps), with its phase index.
+    pub fn all_steps(&self) -> Vec<(usize, &Step)> {
+        let mut out = vec![];
+        for (i, p) in self.phases.iter().enumerate() {
+            for s in p.steps.iter().chain(p.rollback.iter()) {
+                s.walk(&mut |st| out.push((i, st)));
+            }
+        }
+        out
+    }
+
+    pub fn step(&self, name: &str) -> Option<&Step> {
+        self.all_steps().into_iter().map(|(_, s)| s).find(|s| s.name == name)
+    }
+
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+impl Step {
+    /// Calls `f` on this step and every step nested in it, in document order.
+    pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Step)) {
+        f(self);
+        match &self.kind {
+            StepKind::Block(b) => {
+                for s in b.steps.iter().chain(b.finally.iter()) {
+                    s.walk(f);
+                }
+            }
+            StepKind::Wait(w) => {
+                if let Some(p) = &w.probe {
+                    p.walk(f);
+                }
+            }
+            _ => {}
+        }
+    }
+}

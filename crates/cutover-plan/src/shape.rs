@@ -1,0 +1,518 @@
+//! The shape of a plan file, declared once: the validator that checks a parsed
+//! tree against it (unknown keys, missing keys, types, durations, enums — every
+//! problem at once) and the JSON Schema that `cutover schema` prints are both
+//! derived from these tables, so they cannot drift apart.
+
+use crate::diag::{Diagnostic, Diagnostics, Source};
+use crate::duration;
+use crate::tree::{Node, Value};
+use serde_json::json;
+
+pub enum Ty {
+    Str,
+    /// An integer in `min..=max`.
+    Int(i64, i64),
+    Bool,
+    /// A duration such as `"30s"`, `"5m"`, `"1h30m"`, `"250ms"`.
+    Duration,
+    /// A CEL expression.
+    Expr,
+    /// A string rendered with the template engine (`{{ vars.dsn }}`).
+    Template,
+    /// Any scalar (string, number, boolean), kept as text.
+    Scalar,
+    /// Any value at all (vars keep their JSON type).
+    Any,
+    Enum(&'static [&'static str]),
+    Array(&'static Ty),
+    /// A table with free keys, each value of the given type.
+    Map(&'static Ty),
+    Table(&'static Table),
+    /// A step: common fields plus the fields of its `kind`.
+    Step,
+    /// The first alternative whose JSON type matches the value.
+    OneOf(&'static [&'static Ty]),
+}
+
+pub struct Table {
+    /// How messages name this table: "step", "phase", "target"…
+    pub what: &'static str,
+    pub fields: &'static [Field],
+}
+
+pub struct Field {
+    pub name: &'static str,
+    pub ty: &'static Ty,
+    pub required: bool,
+    pub doc: &'static str,
+}
+
+const fn f(name: &'static str, ty: &'static Ty, doc: &'static str) -> Field {
+    Field {
+        name,
+        ty,
+        required: false,
+        doc,
+    }
+}
+
+const fn req(name: &'static str, ty: &'static Ty, doc: &'static str) -> Field {
+    Field {
+        name,
+        ty,
+        required: true,
+        doc,
+    }
+}
+
+static STR: Ty = Ty::Str;
+static BOOL: Ty = Ty::Bool;
+static DURATION: Ty = Ty::Duration;
+static EXPR: Ty = Ty::Expr;
+static TEMPLATE: Ty = Ty::Template;
+static SCALAR: Ty = Ty::Scalar;
+static ANY: Ty = Ty::Any;
+static STEP: Ty = Ty::Step;
+static POSITIVE: Ty = Ty::Int(1, 1_000_000);
+static RETRIES: Ty = Ty::Int(0, 1000);
+static STATUS: Ty = Ty::Int(100, 599);
+static STR_ARRAY: Ty = Ty::Array(&STR);
+static TEMPLATE_ARRAY: Ty = Ty::Array(&TEMPLATE);
+static TEMPLATE_MAP: Ty = Ty::Map(&TEMPLATE);
+static STEPS: Ty = Ty::Array(&STEP);
+static STATUS_ARRAY: Ty = Ty::Array(&STATUS);
+
+/// The step kinds, in the order the docs list them.
+pub const STEP_KINDS: &[&str] = &["exec", "sql", "http", "wait", "block"];
+static STEP_KIND: Ty = Ty::Enum(STEP_KINDS);
+pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+static HTTP_METHOD: Ty = Ty::Enum(HTTP_METHODS);
+
+pub static STEP_COMMON: &[Field] = &[
+    req("name", &STR, "The step's name, unique in the plan; later steps read its outputs as `outputs.<name>`."),
+    req("kind", &STEP_KIND, "What the step does: exec, sql, http, wait or block."),
+    f("description", &STR, "Free text shown in `cutover plan` and the tower."),
+    f("when", &EXPR, "CEL condition over target, labels, vars and outputs; the step is skipped when false."),
+    f("timeout", &DURATION, "Longest time one attempt may take (e.g. \"30s\")."),
+    f("retries", &RETRIES, "How many times a failed attempt is retried (default 0)."),
+    f("backoff", &DURATION, "Wait before the first retry, doubled each time (default \"1s\")."),
+    f("idempotent", &BOOL, "Whether the step may be re-run after a crash (default: true for sql in one transaction, false otherwise)."),
+];
+
+static COMMAND: Ty = Ty::OneOf(&[&TEMPLATE, &TEMPLATE_ARRAY]);
+pub static EXEC_FIELDS: &[Field] = &[
+    req("command", &COMMAND, "A shell command (string, run by `sh -c`) or an argv array (no shell)."),
+    f("env", &TEMPLATE_MAP, "Environment variables added for the command."),
+    f("cwd", &TEMPLATE, "Working directory (default: the plan's directory)."),
+];
+
+static SQL_STATEMENT: Table = Table {
+    what: "statement",
+    fields: &[
+        req("sql", &STR, "One SQL statement; values go in `$1`, `$2`… never spliced into the text."),
+        f("params", &TEMPLATE_ARRAY, "Bind parameters for `$1`, `$2`…, as templates."),
+    ],
+};
+static SQL_STATEMENTS: Ty = Ty::Array(&SQL_STATEMENT_TY);
+static SQL_STATEMENT_TY: Ty = Ty::Table(&SQL_STATEMENT);
+pub static SQL_FIELDS: &[Field] = &[
+    f("dsn", &TEMPLATE, "Connection string (default \"{{ vars.dsn }}\")."),
+    f("sql", &STR, "One SQL statement (or use `statements`)."),
+    f("params", &TEMPLATE_ARRAY, "Bind parameters of `sql`."),
+    f("statements", &SQL_STATEMENTS, "Several statements, run in order."),
+    f("transaction", &BOOL, "Run all statements in one transaction (default true)."),
+];
+
+static EXPECT_STATUS: Ty = Ty::OneOf(&[&STATUS, &STATUS_ARRAY]);
+pub static HTTP_FIELDS: &[Field] = &[
+    req("url", &TEMPLATE, "The URL to call."),
+    f("method", &HTTP_METHOD, "HTTP method (default GET)."),
+    f("headers", &TEMPLATE_MAP, "Request headers."),
+    f("body", &TEMPLATE, "Request body."),
+    f("expect_status", &EXPECT_STATUS, "Accepted status code(s) (default: any 2xx)."),
+];
+
+pub static WAIT_FIELDS: &[Field] = &[
+    req("until", &EXPR, "CEL condition; the step succeeds once it is true (over outputs, vars, and `probe` when a probe is set)."),
+    f("interval", &DURATION, "Time between evaluations (default \"2s\")."),
+    f("probe", &STEP, "A step (exec, sql or http) re-run before each evaluation; its outputs are `probe`."),
+];
+
+pub static BLOCK_FIELDS: &[Field] = &[
+    req("steps", &STEPS, "The steps of the block, in order."),
+    f("finally", &STEPS, "Steps that always run once the block has started, even after a failure or an abort."),
+];
+
+/// The kind-specific fields of a step kind.
+pub fn kind_fields(kind: &str) -> Option<&'static [Field]> {
+    Some(match kind {
+        "exec" => EXEC_FIELDS,
+        "sql" => SQL_FIELDS,
+        "http" => HTTP_FIELDS,
+        "wait" => WAIT_FIELDS,
+        "block" => BLOCK_FIELDS,
+        _ => return None,
+    })
+}
+
+static LABELS: Ty = Ty::Map(&SCALAR);
+static VARS: Ty = Ty::Map(&ANY);
+
+pub static TARGET: Table = Table {
+    what: "target",
+    fields: &[
+        req("name", &STR, "Unique name of the target."),
+        f("labels", &LABELS, "Labels used by `select`, concurrency limits and the tower (region, tier, version…)."),
+        f("vars", &VARS, "Variables for templates (DSNs, URLs…)."),
+        f("after", &STR_ARRAY, "Targets that must succeed before this one starts."),
+    ],
+};
+static TARGET_TY: Ty = Ty::Table(&TARGET);
+static TARGET_ARRAY: Ty = Ty::Array(&TARGET_TY);
+static TARGET_SOURCE: Table = Table {
+    what: "targets",
+    fields: &[
+        f("file", &STR, "A CSV (columns: name, after, vars.X, any other column is a label) or JSON file of targets, relative to the plan."),
+        f("command", &STR, "A shell command printing a JSON array of targets (an inventory)."),
+    ],
+};
+static TARGET_SOURCE_TY: Ty = Ty::Table(&TARGET_SOURCE);
+static TARGETS: Ty = Ty::OneOf(&[&TARGET_ARRAY, &TARGET_SOURCE_TY]);
+
+static PER_LABEL: Ty = Ty::Map(&POSITIVE);
+static CONCURRENCY: Table = Table {
+    what: "concurrency",
+    fields: &[
+        f("limit", &POSITIVE, "Most targets running at once (default 4)."),
+        f("per_label", &PER_LABEL, "Most targets running at once per value of a label, e.g. { region = 2 }."),
+    ],
+};
+static CONCURRENCY_TY: Ty = Ty::Table(&CONCURRENCY);
+
+pub static PHASE: Table = Table {
+    what: "phase",
+    fields: &[
+        req("name", &STR, "Unique name of the phase."),
+        f("description", &STR, "Free text."),
+        req("steps", &STEPS, "The phase's steps, in order."),
+        f("rollback", &STEPS, "Steps run (in reverse order of phases) when a target fails after this phase began."),
+    ],
+};
+static PHASE_TY: Ty = Ty::Table(&PHASE);
+static PHASES: Ty = Ty::Array(&PHASE_TY);
+static SECRETS: Ty = Ty::Map(&STR);
+
+pub static PLAN: Table = Table {
+    what: "plan",
+    fields: &[
+        req("name", &STR, "The plan's name."),
+        f("description", &STR, "What the plan does."),
+        f("targets", &TARGETS, "Inline [[targets]], or { file = \"…\" } or { command = \"…\" }."),
+        f("select", &EXPR, "CEL condition over name, labels and vars: only targets where it holds are part of the run."),
+        f("vars", &VARS, "Default vars for every target (a target's own vars win)."),
+        f("secrets", &SECRETS, "Named secrets: \"env:NAME\", \"file:PATH\" or \"command:CMD\"; read as {{ secrets.NAME }}, never stored or printed."),
+        f("concurrency", &CONCURRENCY_TY, "Concurrency limits."),
+        req("phases", &PHASES, "The phases, in order."),
+    ],
+};
+
+/// Checks `node` against the plan's shape; every problem is pushed to `diags`.
+pub fn check_plan(src: &Source, node: &Node, diags: &mut Diagnostics) {
+    check_table(src, node, &PLAN, diags);
+}
+
+/// Checks one node of a targets file (JSON) against the target shape.
+pub fn check_target(src: &Source, node: &Node, diags: &mut Diagnostics) {
+    check_table(src, node, &TARGET, diags);
+}
+
+fn check_table(src: &Source, node: &Node, table: &Table, diags: &mut Diagnostics) {
+    check_fields(src, node, table.what, &[table.fields], diags);
+}
+
+fn what_named(what: &str, node: &Node) -> String {
+    match node.get("name").and_then(Node::as_str) {
+        Some(n) => format!("{what} `{n}`"),
+        None => what.to_string(),
+    }
+}
+
+fn check_fields(src: &Source, node: &Node, what: &str, groups: &[&[Field]], diags: &mut Diagnostics) {
+    let Value::Table(entries) = &node.value else {
+        diags.push(Diagnostic::new(
+            src.pos(node.span),
+            "type",
+            format!("expected a table for the {what}, found {}", node.type_name()),
+        ));
+        return;
+    };
+    let named = what_named(what, node);
+    let known = || groups.iter().flat_map(|g| g.iter());
+    for (key, value) in entries {
+        match known().find(|fl| fl.name == key.name) {
+            Some(field) => check_value(src, value, field.ty, &key.name, diags),
+            None => {
+                let names: Vec<&str> = known().map(|fl| fl.name).collect();
+                let mut d = Diagnostic::new(
+                    src.pos(key.span),
+                    "unknown-key",
+                    format!("unknown key `{}` in {named} (expected one of: {})", key.name, names.join(", ")),
+                );
+                if let Some(s) = closest(&key.name, &names) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                diags.push(d);
+            }
+        }
+    }
+    for field in known().filter(|fl| fl.required) {
+        if node.get(field.name).is_none() {
+            diags.push(
+                Diagnostic::new(
+                    src.pos(node.span),
+                    "missing-key",
+                    format!("missing key `{}` in {named}", field.name),
+                )
+                .with_help(field.doc),
+            );
+        }
+    }
+}
+
+fn expected(ty: &Ty) -> String {
+    match ty {
+        Ty::Str => "a string".into(),
+        Ty::Int(min, max) => format!("an integer from {min} to {max}"),
+        Ty::Bool => "a boolean (true or false)".into(),
+        Ty::Duration => "a duration such as \"30s\", \"5m\" or \"1h30m\"".into(),
+        Ty::Expr => "a CEL expression (a string)".into(),
+        Ty::Template => "a string (a template)".into(),
+        Ty::Scalar => "a string, number or boolean".into(),
+        Ty::Any => "any value".into(),
+        Ty::Enum(names) => format!("one of {}", quoted_list(names)),
+        Ty::Array(item) => format!("an array of {}", plural(item)),
+        Ty::Map(_) | Ty::Table(_) | Ty::Step => "a table".into(),
+        Ty::OneOf(alts) => alts.iter().map(|a| expected(a)).collect::<Vec<_>>().join(" or "),
+    }
+}
+
+fn plural(ty: &Ty) -> String {
+    match ty {
+        Ty::Table(t) => format!("{}s", t.what),
+        Ty::Step => "steps".into(),
+        Ty::Template | Ty::Str => "strings".into(),
+        Ty::Int(..) => "integers".into(),
+        other => expected(other),
+    }
+}
+
+fn quoted_list(names: &[&str]) -> String {
+    names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether the node's JSON type is the one `ty` wants (without looking inside).
+fn type_matches(node: &Node, ty: &Ty) -> bool {
+    match (ty, &node.value) {
+        (Ty::Str | Ty::Duration | Ty::Expr | Ty::Template | Ty::Enum(_), Value::Str(_)) => true,
+        (Ty::Int(..), Value::Int(_)) => true,
+        (Ty::Bool, Value::Bool(_)) => true,
+        (Ty::Scalar, Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Datetime(_)) => true,
+        (Ty::Any, _) => true,
+        (Ty::Array(_), Value::Array(_)) => true,
+        (Ty::Map(_) | Ty::Table(_) | Ty::Step, Value::Table(_)) => true,
+        (Ty::OneOf(alts), _) => alts.iter().any(|a| type_matches(node, a)),
+        _ => false,
+    }
+}
+
+fn check_value(src: &Source, node: &Node, ty: &Ty, key: &str, diags: &mut Diagnostics) {
+    if !type_matches(node, ty) {
+        diags.push(Diagnostic::new(
+            src.pos(node.span),
+            "type",
+            format!("`{key}` must be {}, found {}", expected(ty), node.type_name()),
+        ));
+        return;
+    }
+    match (ty, &node.value) {
+        (Ty::Int(min, max), Value::Int(n)) if n < min || n > max => diags.push(Diagnostic::new(
+            src.pos(node.span),
+            "range",
+            format!("`{key}` must be from {min} to {max}, found {n}"),
+        )),
+        (Ty::Duration, Value::Str(s)) => {
+            if let Err(e) = duration::parse(s) {
+                diags.push(
+                    Diagnostic::new(src.pos(node.span), "duration", format!("invalid duration {s:?} for `{key}`: {e}"))
+                        .with_help("write a duration such as \"500ms\", \"30s\", \"5m\" or \"1h30m\""),
+                );
+            }
+        }
+        (Ty::Enum(names), Value::Str(s)) if !names.contains(&s.as_str()) => {
+            let (code, what) = if key == "kind" {
+                ("unknown-kind", "step kind")
+            } else {
+                ("enum", "value")
+            };
+            let mut d = Diagnostic::new(
+                src.pos(node.span),
+                code,
+                format!("unknown {what} {s:?} for `{key}` (expected one of: {})", names.join(", ")),
+            );
+            if let Some(c) = closest(s, names) {
+                d = d.with_help(format!("did you mean \"{c}\"?"));
+            }
+            diags.push(d);
+        }
+        (Ty::Array(item), Value::Array(items)) => {
+            for it in items {
+                check_value(src, it, item, key, diags);
+            }
+        }
+        (Ty::Map(item), Value::Table(entries)) => {
+            for (k, v) in entries {
+                check_value(src, v, item, &format!("{key}.{}", k.name), diags);
+            }
+        }
+        (Ty::Table(t), _) => check_table(src, node, t, diags),
+        (Ty::Step, _) => check_step(src, node, diags),
+        (Ty::OneOf(alts), _) => {
+            if let Some(alt) = alts.iter().find(|a| type_matches(node, a)) {
+                check_value(src, node, alt, key, diags);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_step(src: &Source, node: &Node, diags: &mut Diagnostics) {
+    let kind = node.get("kind").and_then(Node::as_str);
+    match kind.and_then(kind_fields) {
+        Some(fields) => check_fields(src, node, "step", &[STEP_COMMON, fields], diags),
+        // Without a known kind only the common fields can be checked; the
+        // kind itself is reported by the check of `kind` (or as missing).
+        None => {
+            let entries: Vec<_> = node
+                .entries()
+                .iter()
+                .filter(|(k, _)| STEP_COMMON.iter().any(|fl| fl.name == k.name))
+                .cloned()
+                .collect();
+            let only_common = Node {
+                value: Value::Table(entries),
+                span: node.span,
+            };
+            check_fields(src, &only_common, "step", &[STEP_COMMON], diags);
+        }
+    }
+}
+
+/// The known name nearest to `word`, if it is close enough to be a typo.
+pub fn closest<'a>(word: &str, names: &[&'a str]) -> Option<&'a str> {
+    names
+        .iter()
+        .map(|n| (levenshtein(word, n), *n))
+        .filter(|(d, n)| *d <= 2.max(n.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The plan's JSON Schema (draft 2020-12), derived from the same tables.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = table_schema(&PLAN);
+    let obj = schema.as_object_mut();
+    if let Some(obj) = obj {
+        obj.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
+        obj.insert("$id".into(), json!("https://cutover.dev/schema/plan.json"));
+        obj.insert("title".into(), json!("cutover plan"));
+        obj.insert("$defs".into(), json!({ "step": step_schema() }));
+    }
+    schema
+}
+
+fn table_schema(t: &Table) -> serde_json::Value {
+    fields_schema(&[t.fields])
+}
+
+fn fields_schema(groups: &[&[Field]]) -> serde_json::Value {
+    let mut props = serde_json::Map::new();
+    let mut required = vec![];
+    for fl in groups.iter().flat_map(|g| g.iter()) {
+        let mut s = ty_schema(fl.ty);
+        if let Some(o) = s.as_object_mut() {
+            o.insert("description".into(), json!(fl.doc));
+        }
+        props.insert(fl.name.into(), s);
+        if fl.required {
+            required.push(fl.name);
+        }
+    }
+    json!({ "type": "object", "properties": props, "required": required, "additionalProperties": false })
+}
+
+fn step_schema() -> serde_json::Value {
+    let variants: Vec<_> = STEP_KINDS
+        .iter()
+        .filter_map(|k| {
+            let mut s = fields_schema(&[STEP_COMMON, kind_fields(k)?]);
+            s["properties"]["kind"] = json!({ "const": k });
+            Some(s)
+        })
+        .collect();
+    json!({ "oneOf": variants })
+}
+
+fn ty_schema(ty: &Ty) -> serde_json::Value {
+    match ty {
+        Ty::Str | Ty::Template => json!({ "type": "string" }),
+        Ty::Expr => json!({ "type": "string", "format": "cel" }),
+        Ty::Duration => json!({ "type": "string", "pattern": duration::PATTERN }),
+        Ty::Int(min, max) => json!({ "type": "integer", "minimum": min, "maximum": max }),
+        Ty::Bool => json!({ "type": "boolean" }),
+        Ty::Scalar => json!({ "type": ["string", "number", "boolean"] }),
+        Ty::Any => json!({}),
+        Ty::Enum(names) => json!({ "enum": names }),
+        Ty::Array(item) => json!({ "type": "array", "items": ty_schema(item) }),
+        Ty::Map(item) => json!({ "type": "object", "additionalProperties": ty_schema(item) }),
+        Ty::Table(t) => table_schema(t),
+        Ty::Step => json!({ "$ref": "#/$defs/step" }),
+        Ty::OneOf(alts) => json!({ "oneOf": alts.iter().map(|a| ty_schema(a)).collect::<Vec<_>>() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_suggests_typos_only() {
+        assert_eq!(closest("timout", &["timeout", "when"]), Some("timeout"));
+        assert_eq!(closest("zzzzzz", &["timeout", "when"]), None);
+    }
+
+    #[test]
+    fn schema_lists_every_step_kind_with_closed_properties() {
+        let s = json_schema();
+        let variants = s["$defs"]["step"]["oneOf"].as_array().expect("oneOf");
+        assert_eq!(variants.len(), STEP_KINDS.len());
+        for v in variants {
+            assert_eq!(v["additionalProperties"], json!(false));
+            assert!(v["properties"]["name"].is_object());
+        }
+        assert_eq!(s["required"], json!(["name", "phases"]));
+    }
+}
