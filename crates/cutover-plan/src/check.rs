@@ -283,7 +283,9 @@ fn check_step(
         StepKind::Exec(x) => {
             match &x.command {
                 Command::Shell(t) => {
-                    if t.source.trim().is_empty() {
+                    // A missing command was reported by the shape check (the
+                    // builder then gives an empty one at the step's position).
+                    if t.source.trim().is_empty() && t.pos != step.pos {
                         diags.push(Diagnostic::new(t.pos.clone(), "empty-command", "the command is empty"));
                     }
                     check_template(t, &refs, diags);

@@ -23,8 +23,8 @@ pub fn compile(source: &str) -> Result<Program, CompileError> {
             let (line, col) = first.map(|e| e.pos).unwrap_or((1, 0));
             Err(CompileError {
                 line: usize::try_from(line).unwrap_or(1).max(1),
-                column: usize::try_from(col).unwrap_or(0) + 1,
-                message: first.map(|e| e.msg.clone()).unwrap_or_else(|| "syntax error".into()),
+                column: usize::try_from(col).unwrap_or(1).max(1),
+                message: first.map(|e| friendly(&e.msg)).unwrap_or_else(|| "syntax error".into()),
             })
         }
         Err(_) => Err(CompileError {
@@ -32,6 +32,20 @@ pub fn compile(source: &str) -> Result<Program, CompileError> {
             column: 1,
             message: "the expression could not be parsed".into(),
         }),
+    }
+}
+
+/// The parser's messages list every token it would have accepted; say what
+/// it found instead.
+fn friendly(msg: &str) -> String {
+    let Some(rest) = msg.strip_prefix("Syntax error: mismatched input ") else {
+        return msg.to_string();
+    };
+    let found = rest.split(" expecting").next().unwrap_or(rest);
+    if found == "'<EOF>'" {
+        "the expression ends too early".into()
+    } else {
+        format!("unexpected {found}")
     }
 }
 

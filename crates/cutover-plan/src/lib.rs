@@ -36,6 +36,9 @@ pub mod shape;
 pub mod template;
 pub mod tree;
 
+#[cfg(test)]
+mod tests;
+
 pub use diag::{Diagnostic, Diagnostics, Pos, Source};
 pub use model::*;
 
