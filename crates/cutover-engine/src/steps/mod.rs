@@ -1,0 +1,89 @@
+//! The step kinds. Each kind lives in its own file and is listed in
+//! [`execute`]'s match, so adding one is a visible change. A block is not here:
+//! it is structure (steps and `finally`), which the runner walks.
+
+mod exec;
+mod http;
+mod sql;
+mod wait;
+
+use crate::redact::Redactor;
+use cutover_plan::{StepKind, Template};
+use serde_json::{Map, Value};
+use std::path::Path;
+use std::time::Duration;
+
+pub type Outputs = Map<String, Value>;
+
+/// What a step attempt sees.
+pub struct StepCtx<'a> {
+    pub run_id: &'a str,
+    pub target: &'a str,
+    pub step: &'a str,
+    /// The template and CEL context: name, target, labels, vars, outputs, secrets.
+    pub vars: &'a Value,
+    pub plan_dir: &'a Path,
+    pub redactor: &'a Redactor,
+    pub http: &'a reqwest::Client,
+    /// The step's own timeout, which a `wait` uses as its deadline.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StepError {
+    /// The step ran and failed; the message says why (already redacted).
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    Template(String),
+}
+
+impl StepCtx<'_> {
+    pub fn render(&self, t: &Template, what: &str) -> Result<String, StepError> {
+        cutover_plan::template::render(&t.source, self.vars).map_err(|e| {
+            StepError::Template(self.redactor.redact(&format!("cannot render {what} ({}): {}", t.pos, e.message)))
+        })
+    }
+
+    pub fn fail(&self, msg: impl AsRef<str>) -> StepError {
+        StepError::Failed(self.redactor.redact(msg.as_ref()))
+    }
+}
+
+/// Runs one attempt of a step of kind exec, sql, http or wait.
+/// (Boxed because a wait's probe is itself a step.)
+pub fn execute<'a>(
+    kind: &'a StepKind,
+    ctx: &'a StepCtx<'a>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Outputs, StepError>> + Send + 'a>> {
+    Box::pin(async move {
+        match kind {
+            StepKind::Exec(s) => exec::run(s, ctx).await,
+            StepKind::Sql(s) => sql::run(s, ctx).await,
+            StepKind::Http(s) => http::run(s, ctx).await,
+            StepKind::Wait(s) => wait::run(s, ctx).await,
+            StepKind::Block(_) => Err(StepError::Failed("a block is run by the runner, not as one step".into())),
+        }
+    })
+}
+
+/// Parses a JSON object from a command's or a server's output; anything else
+/// is kept as text under `key`.
+pub fn outputs_from_text(text: &str, key: &str) -> Outputs {
+    match serde_json::from_str::<Value>(text.trim()) {
+        Ok(Value::Object(o)) => o,
+        _ => {
+            let mut m = Map::new();
+            let mut t = text.trim().to_string();
+            if t.len() > 64 * 1024 {
+                let mut end = 64 * 1024;
+                while !t.is_char_boundary(end) {
+                    end -= 1;
+                }
+                t.truncate(end);
+            }
+            m.insert(key.into(), Value::String(t));
+            m
+        }
+    }
+}
