@@ -269,7 +269,13 @@ async fn schedule(shared: &Arc<Shared>, abort_tx: &watch::Sender<bool>, lease: &
     }
     let state = final_state(shared, *abort_tx.borrow(), shared.pause.load(Ordering::SeqCst))?;
     store.set_run_state(run_id, state)?;
-    shared.emit(NewEvent::run("run_finished", format!("the run is {state}")).with_data(json!({ "state": state })))?;
+    let how = match state {
+        RunState::Succeeded => "the run succeeded: every target is done".to_string(),
+        RunState::Paused => "the run is paused".to_string(),
+        RunState::Aborted => "the run was aborted".to_string(),
+        other => format!("the run ended: {other}"),
+    };
+    shared.emit(NewEvent::run("run_finished", how).with_data(json!({ "state": state })))?;
     Ok(state)
 }
 

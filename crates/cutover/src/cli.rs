@@ -1,0 +1,120 @@
+//! Flags and help. Every command that prints data takes `--output json`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  every target succeeded (or the command did what it was asked)
+  1  a target failed or needs attention
+  2  invalid plan or usage, or the command could not start (state file, unknown run…)
+  3  the run was paused or aborted
+
+Examples:
+  cutover validate examples/hello.toml
+  cutover plan examples/hello.toml
+  cutover run examples/hello.toml
+  cutover status
+  cutover events 20261121-101500-3f2a
+  cutover retry 20261121-101500-3f2a db-eu-3
+  cutover completions bash > /etc/bash_completion.d/cutover";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cutover",
+    version,
+    about = "A migration control tower: plan, run and watch production migrations.",
+    long_about = "cutover runs declarative migration plans (targets, phases, steps) on a durable engine: \
+every transition is recorded before it takes effect, so a killed run resumes where it stopped, \
+and the event log is the audit trail.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// Where runs are recorded: a SQLite file path or sqlite:PATH.
+    #[arg(long, global = true, env = "CUTOVER_STATE", default_value = ".cutover/state.db")]
+    pub state: String,
+
+    /// How to print data.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check a plan without touching any target; every error is shown with file:line:column.
+    #[command(after_help = "Example:\n  cutover validate plan.toml\n  cutover validate plan.json --output json")]
+    Validate { plan: PathBuf },
+
+    /// Print the plan's JSON Schema, for editors that complete and check plan files.
+    #[command(after_help = "Example (VS Code with Even Better TOML / taplo):\n  cutover schema > cutover.schema.json\n  # then, first line of the plan:  #:schema ./cutover.schema.json")]
+    Schema,
+
+    /// Dry run: the resolved steps per target, in order. Nothing is executed.
+    #[command(after_help = "Example:\n  cutover plan plan.toml")]
+    Plan { plan: PathBuf },
+
+    /// Start a run of a plan in the foreground. Ctrl-C pauses cleanly (steps in
+    /// flight finish); a second Ctrl-C aborts (finally steps still run).
+    #[command(after_help = "Example:\n  cutover run plan.toml\n  CUTOVER_STATE=/var/lib/cutover/state.db cutover run plan.toml --output json")]
+    Run { plan: PathBuf },
+
+    /// Continue a paused, interrupted or failed run from its recorded state.
+    #[command(after_help = "Example:\n  cutover resume 20261121-101500-3f2a")]
+    Resume { run: String },
+
+    /// Show a run (the latest by default): its state and each target's.
+    Status { run: Option<String> },
+
+    /// List the recorded runs.
+    Runs,
+
+    /// Print a run's event log (the audit trail).
+    Events {
+        run: String,
+        /// Keep printing new events until the run ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+
+    /// Pause a run: no new step starts; steps in flight finish.
+    Pause { run: String },
+
+    /// Abort a run: steps in flight are stopped, finally steps run, nothing new starts.
+    Abort { run: String },
+
+    /// Run a failed target, or one that needs attention, again from its first unfinished step.
+    Retry {
+        run: String,
+        target: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        note: Option<String>,
+    },
+
+    /// Skip a target: it will not be run further (its open blocks' finally steps still run).
+    Skip {
+        run: String,
+        target: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        note: Option<String>,
+    },
+
+    /// Print shell completions.
+    #[command(after_help = "Example:\n  cutover completions bash > ~/.local/share/bash-completion/completions/cutover")]
+    Completions { shell: clap_complete::Shell },
+}
+
+pub fn completions(shell: clap_complete::Shell) {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "cutover", &mut std::io::stdout());
+}

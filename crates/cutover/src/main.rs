@@ -1,0 +1,55 @@
+//! The `cutover` binary: parses flags and dispatches to the commands, which
+//! are thin presentation over the `cutover-plan` and `cutover-engine` libraries.
+
+mod cli;
+mod control;
+mod output;
+mod run;
+mod show;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(dispatch(args)),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn dispatch(args: cli::Cli) -> i32 {
+    let out = args.output;
+    let result = match args.command {
+        cli::Command::Validate { plan } => show::validate(&plan, out),
+        cli::Command::Schema => show::schema(),
+        cli::Command::Plan { plan } => show::plan(&plan, out),
+        cli::Command::Run { plan } => run::run(&args.state, &plan, out).await,
+        cli::Command::Resume { run } => run::resume(&args.state, &run, out).await,
+        cli::Command::Status { run } => show::status(&args.state, run.as_deref(), out),
+        cli::Command::Runs => show::runs(&args.state, out),
+        cli::Command::Events { run, follow } => show::events(&args.state, &run, follow, out).await,
+        cli::Command::Pause { run } => control::pause(&args.state, &run, out).await,
+        cli::Command::Abort { run } => control::abort(&args.state, &run, out).await,
+        cli::Command::Retry { run, target, note } => control::target_action(&args.state, &run, &target, note, true, out).await,
+        cli::Command::Skip { run, target, note } => control::target_action(&args.state, &run, &target, note, false, out).await,
+        cli::Command::Completions { shell } => {
+            cli::completions(shell);
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            e.downcast_ref::<output::Exit>().map(|x| x.0).unwrap_or(2)
+        }
+    }
+}
