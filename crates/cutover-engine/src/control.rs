@@ -35,11 +35,15 @@ pub fn apply(store: &dyn Store, plan: &Plan, run: &str, req: &Request) -> Result
                     .collect();
                 store.delete_steps(run, target, &reset)?;
                 store.set_skip_requested(run, target, false)?;
-                store.set_target_state(run, target, TargetState::Pending, Some(&format!("retry requested by {by}")))?;
-                store.append_event(
+                store.set_target_state(
                     run,
-                    &NewEvent::target(target, "target_retry", format!("{by} asked to retry `{target}`; it will continue from its first unfinished step"))
-                        .with_data(serde_json::json!({ "actor": by, "reset_steps": reset, "note": req.note })),
+                    target,
+                    TargetState::Pending,
+                    Some(&format!("retry requested by {by}")),
+                    Some(
+                        &NewEvent::target(target, "target_retry", format!("{by} asked to retry `{target}`; it will continue from its first unfinished step"))
+                            .with_data(serde_json::json!({ "actor": by, "reset_steps": reset, "note": req.note })),
+                    ),
                 )?;
                 Applied::Done(format!("`{target}` will be retried from its first unfinished step"))
             }
@@ -51,17 +55,14 @@ pub fn apply(store: &dyn Store, plan: &Plan, run: &str, req: &Request) -> Result
                 let open_block = records
                     .iter()
                     .any(|r| r.state == StepState::Running && is_block(plan, &r.step));
+                let ev = NewEvent::target(target, "target_skip", format!("{by} skipped `{target}`"))
+                    .with_data(serde_json::json!({ "actor": by, "open_block": open_block, "note": req.note }));
                 if open_block {
                     store.set_skip_requested(run, target, true)?;
-                    store.set_target_state(run, target, TargetState::Pending, Some(&format!("skip requested by {by}; its finally steps run first")))?;
+                    store.set_target_state(run, target, TargetState::Pending, Some(&format!("skip requested by {by}; its finally steps run first")), Some(&ev))?;
                 } else {
-                    store.set_target_state(run, target, TargetState::Skipped, Some(&format!("skipped by {by}")))?;
+                    store.set_target_state(run, target, TargetState::Skipped, Some(&format!("skipped by {by}")), Some(&ev))?;
                 }
-                store.append_event(
-                    run,
-                    &NewEvent::target(target, "target_skip", format!("{by} skipped `{target}`"))
-                        .with_data(serde_json::json!({ "actor": by, "open_block": open_block, "note": req.note })),
-                )?;
                 if open_block {
                     Applied::Done(format!("`{target}` will be skipped once the finally steps of its open block have run"))
                 } else {

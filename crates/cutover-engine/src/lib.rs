@@ -96,13 +96,32 @@ impl Engine {
     }
 
     /// Records an event (redacted), then tells subscribers.
-    pub fn emit(&self, run: &str, mut ev: NewEvent) -> Result<Event, EngineError> {
+    pub fn emit(&self, run: &str, ev: NewEvent) -> Result<Event, EngineError> {
+        let e = self.store.append_event(run, &self.redacted(ev))?;
+        self.publish(&e);
+        Ok(e)
+    }
+
+    /// An event with every secret hidden, ready for the store.
+    pub fn redacted(&self, mut ev: NewEvent) -> NewEvent {
         ev.message = self.redactor.redact(&ev.message);
         ev.data = self.redactor.redact_json(&ev.data);
-        let e = self.store.append_event(run, &ev)?;
+        ev
+    }
+
+    /// Tells subscribers about an event the store has recorded.
+    pub fn publish(&self, e: &Event) {
         // No subscriber is fine.
         let _ = self.events.send(e.clone());
-        Ok(e)
+    }
+
+    /// Sets a target's state and records the event in one transaction.
+    pub fn set_target_state(&self, run: &str, target: &str, state: TargetState, message: Option<&str>, ev: NewEvent) -> Result<(), EngineError> {
+        let message = message.map(|m| self.redactor.redact(m));
+        if let Some(e) = self.store.set_target_state(run, target, state, message.as_deref(), Some(&self.redacted(ev)))? {
+            self.publish(&e);
+        }
+        Ok(())
     }
 
     /// Records a new run of a validated plan, with its targets as resolved now.

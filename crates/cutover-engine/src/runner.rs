@@ -175,8 +175,13 @@ pub async fn drive(engine: &Engine, run_id: &str, abort_first: bool) -> Result<R
     // their step records.
     for t in engine.store.targets(run_id)? {
         if t.state == TargetState::Running {
-            engine.store.set_target_state(run_id, &t.name, TargetState::Pending, Some("interrupted; resuming"))?;
-            shared.emit(NewEvent::target(&t.name, "target_interrupted", "was running when the previous process stopped; it continues from its step records"))?;
+            engine.set_target_state(
+                run_id,
+                &t.name,
+                TargetState::Pending,
+                Some("interrupted; resuming"),
+                NewEvent::target(&t.name, "target_interrupted", "was running when the previous process stopped; it continues from its step records"),
+            )?;
         }
     }
     if abort_first {
@@ -231,8 +236,7 @@ async fn schedule(shared: &Arc<Shared>, abort_tx: &watch::Sender<bool>, lease: &
                 });
                 if let Some(d) = blocked_by {
                     let msg = format!("not started: `{d}` did not succeed");
-                    store.set_target_state(run_id, &t.name, TargetState::Skipped, Some(&msg))?;
-                    shared.emit(NewEvent::target(&t.name, "target_skipped", msg))?;
+                    shared.engine.set_target_state(run_id, &t.name, TargetState::Skipped, Some(&msg), NewEvent::target(&t.name, "target_skipped", msg.clone()))?;
                     continue;
                 }
                 let ready = t
@@ -242,8 +246,7 @@ async fn schedule(shared: &Arc<Shared>, abort_tx: &watch::Sender<bool>, lease: &
                 if !ready || !fits(plan, t, &running_names, &by_name) {
                     continue;
                 }
-                store.set_target_state(run_id, &t.name, TargetState::Running, None)?;
-                shared.emit(NewEvent::target(&t.name, "target_started", format!("started `{}`", t.name)))?;
+                shared.engine.set_target_state(run_id, &t.name, TargetState::Running, None, NewEvent::target(&t.name, "target_started", format!("started `{}`", t.name)))?;
                 running_names.push(t.name.clone());
                 let (sh, name) = (shared.clone(), t.name.clone());
                 running.spawn(async move {
@@ -335,8 +338,9 @@ fn finish_target(shared: &Shared, name: &str, flow: Flow) -> Result<(), EngineEr
         Flow::Paused(m) => (TargetState::Pending, "target_paused", m),
         Flow::Aborted => (TargetState::Failed, "target_aborted", "aborted by the operator".to_string()),
     };
-    store.set_target_state(&shared.run_id, name, state, Some(&msg))?;
-    shared.emit(NewEvent::target(name, kind, msg).with_data(json!({ "state": state })))
+    shared
+        .engine
+        .set_target_state(&shared.run_id, name, state, Some(&msg), NewEvent::target(name, kind, msg.clone()).with_data(json!({ "state": state })))
 }
 
 fn final_state(shared: &Shared, aborted: bool, paused: bool) -> Result<RunState, EngineError> {
@@ -420,14 +424,14 @@ async fn close_open_blocks(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>) -> Resu
                 if let Some(r) = tc.records.get_mut(&inner.name).filter(|r| r.state == StepState::Running) {
                     r.state = StepState::Skipped;
                     r.error = Some("skipped by the operator while in flight".into());
-                    shared.store().put_step(&shared.run_id, r)?;
+                    shared.store().put_step(&shared.run_id, r, None)?;
                 }
             }
             match run_steps(shared, tc, &b.finally, Mode::Exit).await? {
                 Flow::Ok => {}
                 other => return Ok(other),
             }
-            put_state(shared, tc, s, StepState::Skipped, 0, None, None)?;
+            put_state(shared, tc, s, Change::new(StepState::Skipped, 0).event(NewEvent::step(&tc.target.name.clone(), &s.name, "block_finished", format!("block `{}` closed: the target is skipped", s.name))))?;
         }
     }
     Ok(Flow::Ok)
@@ -471,31 +475,61 @@ fn run_steps<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, steps: &'a 
     })
 }
 
-fn put_state(
-    shared: &Shared,
-    tc: &mut TargetCtx<'_>,
-    step: &Step,
+/// A step's next recorded state, and the event that tells of it.
+struct Change {
     state: StepState,
     attempt: i64,
     outputs: Option<Value>,
     error: Option<String>,
-) -> Result<(), EngineError> {
+    event: Option<NewEvent>,
+}
+
+impl Change {
+    fn new(state: StepState, attempt: i64) -> Change {
+        Change {
+            state,
+            attempt,
+            outputs: None,
+            error: None,
+            event: None,
+        }
+    }
+    fn error(mut self, e: impl Into<String>) -> Change {
+        self.error = Some(e.into());
+        self
+    }
+    fn outputs(mut self, o: Value) -> Change {
+        self.outputs = Some(o);
+        self
+    }
+    fn event(mut self, e: NewEvent) -> Change {
+        self.event = Some(e);
+        self
+    }
+}
+
+/// Records a step's state and its event in one transaction, before anything
+/// that follows happens.
+fn put_state(shared: &Shared, tc: &mut TargetCtx<'_>, step: &Step, c: Change) -> Result<(), EngineError> {
     let prev = tc.records.get(&step.name);
-    let started_at = match state {
+    let started_at = match c.state {
         StepState::Running => Some(now()),
         _ => prev.and_then(|p| p.started_at.clone()),
     };
     let rec = StepRecord {
         target: tc.target.name.clone(),
         step: step.name.clone(),
-        state,
-        attempt,
+        state: c.state,
+        attempt: c.attempt,
         started_at,
-        finished_at: (state != StepState::Running).then(now),
-        outputs: outputs.unwrap_or(Value::Null),
-        error,
+        finished_at: (c.state != StepState::Running).then(now),
+        outputs: c.outputs.unwrap_or(Value::Null),
+        error: c.error.map(|e| shared.redactor().redact(&e)),
     };
-    shared.store().put_step(&shared.run_id, &rec)?;
+    let ev = c.event.map(|e| shared.engine.redacted(e));
+    if let Some(e) = shared.store().put_step(&shared.run_id, &rec, ev.as_ref())? {
+        shared.engine.publish(&e);
+    }
     tc.records.insert(step.name.clone(), rec);
     Ok(())
 }
@@ -543,14 +577,12 @@ fn run_step<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, step: &'a St
             match holds {
                 Ok(true) => {}
                 Ok(false) => {
-                    put_state(shared, tc, step, StepState::Skipped, 0, None, None)?;
-                    shared.emit(NewEvent::step(&target, &step.name, "step_skipped", format!("`when` is false: {}", w.source)))?;
+                    put_state(shared, tc, step, Change::new(StepState::Skipped, 0).event(NewEvent::step(&target, &step.name, "step_skipped", format!("`when` is false: {}", w.source))))?;
                     return Ok(Flow::Ok);
                 }
                 Err(e) => {
                     let msg = shared.redactor().redact(&format!("`when` of step `{}` cannot be evaluated: {e}", step.name));
-                    put_state(shared, tc, step, StepState::Failed, 0, None, Some(msg.clone()))?;
-                    shared.emit(NewEvent::step(&target, &step.name, "step_failed", msg.clone()))?;
+                    put_state(shared, tc, step, Change::new(StepState::Failed, 0).error(msg.clone()).event(NewEvent::step(&target, &step.name, "step_failed", msg.clone())))?;
                     return Ok(Flow::Fail(msg));
                 }
             }
@@ -570,8 +602,12 @@ fn is_block_open(prev: &Option<StepRecord>) -> bool {
 async fn run_block(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step, inner: &[Step], finally: &[Step]) -> Result<Flow, EngineError> {
     let target = tc.target.name.clone();
     if !is_block_open(&tc.records.get(&step.name).cloned()) {
-        put_state(shared, tc, step, StepState::Running, 1, None, None)?;
-        shared.emit(NewEvent::step(&target, &step.name, "block_started", format!("block `{}` started; its finally steps will run whatever happens", step.name)))?;
+        put_state(
+            shared,
+            tc,
+            step,
+            Change::new(StepState::Running, 1).event(NewEvent::step(&target, &step.name, "block_started", format!("block `{}` started; its finally steps will run whatever happens", step.name))),
+        )?;
     }
     let flow = run_steps(shared, tc, inner, Mode::Main).await?;
     if matches!(flow, Flow::Paused(_) | Flow::Attention(_)) {
@@ -593,8 +629,9 @@ async fn run_block(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step, in
         _ => (StepState::Running, None),
     };
     if state != StepState::Running {
-        put_state(shared, tc, step, state, 1, None, err)?;
-        shared.emit(NewEvent::step(&target, &step.name, "block_finished", format!("block `{}` {state}", step.name)))?;
+        let mut c = Change::new(state, 1).event(NewEvent::step(&target, &step.name, "block_finished", format!("block `{}` {state}", step.name)));
+        c.error = err;
+        put_state(shared, tc, step, c)?;
     }
     // A failed block already recorded its failure; the target-level failure
     // names the block.
@@ -621,11 +658,9 @@ async fn run_attempts(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step,
     let mut abort = shared.abort.clone();
     for n in 1..=total {
         let attempt = prev_attempts + n;
-        put_state(shared, tc, step, StepState::Running, attempt, None, None)?;
-        shared.emit(
-            NewEvent::step(&target, &step.name, "step_started", format!("{} step `{}` started (attempt {n} of {total})", step.kind.name(), step.name))
-                .with_data(json!({ "phase": tc.phase, "attempt": attempt, "kind": step.kind.name() })),
-        )?;
+        let started = NewEvent::step(&target, &step.name, "step_started", format!("{} step `{}` started (attempt {n} of {total})", step.kind.name(), step.name))
+            .with_data(json!({ "phase": tc.phase, "attempt": attempt, "kind": step.kind.name() }));
+        put_state(shared, tc, step, Change::new(StepState::Running, attempt).event(started))?;
         let ctx = StepCtx {
             run_id: &shared.run_id,
             target: &target,
@@ -654,17 +689,15 @@ async fn run_attempts(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step,
         };
         match result {
             None => {
-                put_state(shared, tc, step, StepState::Failed, attempt, None, Some("aborted by the operator".into()))?;
-                shared.emit(NewEvent::step(&target, &step.name, "step_aborted", format!("step `{}` was stopped by the abort", step.name)))?;
+                let ev = NewEvent::step(&target, &step.name, "step_aborted", format!("step `{}` was stopped by the abort", step.name));
+                put_state(shared, tc, step, Change::new(StepState::Failed, attempt).error("aborted by the operator").event(ev))?;
                 return Ok(Flow::Aborted);
             }
             Some(Ok(outputs)) => {
                 let outputs = shared.redactor().redact_json(&Value::Object(outputs));
-                put_state(shared, tc, step, StepState::Succeeded, attempt, Some(outputs.clone()), None)?;
-                shared.emit(
-                    NewEvent::step(&target, &step.name, "step_succeeded", format!("step `{}` succeeded", step.name))
-                        .with_data(json!({ "outputs": outputs, "attempt": attempt })),
-                )?;
+                let ev = NewEvent::step(&target, &step.name, "step_succeeded", format!("step `{}` succeeded", step.name))
+                    .with_data(json!({ "outputs": outputs, "attempt": attempt }));
+                put_state(shared, tc, step, Change::new(StepState::Succeeded, attempt).outputs(outputs).event(ev))?;
                 return Ok(Flow::Ok);
             }
             Some(Err(e)) => {
@@ -680,7 +713,8 @@ async fn run_attempts(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step,
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
                             _ = wait_abort(&mut abort) => {
-                                put_state(shared, tc, step, StepState::Failed, attempt, None, Some("aborted by the operator".into()))?;
+                                let ev = NewEvent::step(&target, &step.name, "step_aborted", format!("step `{}` was stopped by the abort while waiting to retry", step.name));
+                                put_state(shared, tc, step, Change::new(StepState::Failed, attempt).error("aborted by the operator").event(ev))?;
                                 return Ok(Flow::Aborted);
                             }
                         }
@@ -689,11 +723,9 @@ async fn run_attempts(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step,
                     }
                     continue;
                 }
-                put_state(shared, tc, step, StepState::Failed, attempt, None, Some(msg.clone()))?;
-                shared.emit(
-                    NewEvent::step(&target, &step.name, "step_failed", format!("step `{}` failed: {msg}", step.name))
-                        .with_data(json!({ "attempt": attempt, "error": msg })),
-                )?;
+                let ev = NewEvent::step(&target, &step.name, "step_failed", format!("step `{}` failed: {msg}", step.name))
+                    .with_data(json!({ "attempt": attempt, "error": msg }));
+                put_state(shared, tc, step, Change::new(StepState::Failed, attempt).error(msg.clone()).event(ev))?;
                 return Ok(Flow::Fail(format!("step `{}` failed: {msg}", step.name)));
             }
         }

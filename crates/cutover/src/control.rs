@@ -2,7 +2,7 @@
 //! first; a live driver applies it, otherwise the command applies it itself.
 
 use crate::cli::Output;
-use crate::output::{Exit, actor, json};
+use crate::output::{usage, actor, json};
 use crate::run::open_engine;
 use crate::show;
 use cutover_engine::control::{Applied, apply};
@@ -24,7 +24,7 @@ async fn handled(engine: &Engine, id: i64) -> anyhow::Result<bool> {
 }
 
 fn check_run(engine: &Engine, run: &str) -> anyhow::Result<cutover_engine::model::RunRecord> {
-    engine.store().run(run).map_err(|e| anyhow::Error::new(e).context(Exit(2)))
+    engine.store().run(run).map_err(|e| usage(e))
 }
 
 fn report(out: Output, run: &str, action: Action, done: bool, message: &str) -> anyhow::Result<()> {
@@ -85,7 +85,7 @@ pub async fn abort(state: &str, run: &str, out: Output) -> anyhow::Result<i32> {
             show::summary(&engine, run, out)?;
             Ok(s.exit_code())
         }
-        Err(e @ EngineError::Held { .. }) => Err(anyhow::Error::new(e).context(Exit(2))),
+        Err(e @ EngineError::Held { .. }) => Err(usage(e)),
         Err(e) => Err(e.into()),
     }
 }
@@ -93,7 +93,7 @@ pub async fn abort(state: &str, run: &str, out: Output) -> anyhow::Result<i32> {
 pub async fn target_action(state: &str, run: &str, target: &str, note: Option<String>, retry: bool, out: Output) -> anyhow::Result<i32> {
     let engine = open_engine(state)?;
     let rec = check_run(&engine, run)?;
-    engine.store().target(run, target).map_err(|e| anyhow::Error::new(e).context(Exit(2)))?;
+    engine.store().target(run, target).map_err(|e| usage(e))?;
     let action = if retry { Action::Retry } else { Action::Skip };
     let who = actor();
     let id = engine.store().add_request(run, action, Some(target), &who, note.as_deref())?;

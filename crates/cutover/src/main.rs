@@ -49,7 +49,7 @@ async fn dispatch(args: cli::Cli) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            e.downcast_ref::<output::Exit>().map(|x| x.0).unwrap_or(2)
+            e.downcast_ref::<output::Exit>().map(|x| x.code).unwrap_or(2)
         }
     }
 }

@@ -4,15 +4,26 @@ use std::fmt;
 
 /// An error that ends the command with a specific exit code.
 #[derive(Debug)]
-pub struct Exit(pub i32);
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
 
 impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "exit code {}", self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for Exit {}
+
+/// The command could not start (exit code 2): bad state file, unknown run…
+pub fn usage(e: impl fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(Exit {
+        code: 2,
+        message: e.to_string(),
+    })
+}
 
 /// Prints rows as aligned columns.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {

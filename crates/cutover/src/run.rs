@@ -1,9 +1,8 @@
 //! `run` and `resume`: drive a run in the foreground with live progress.
 
 use crate::cli::Output;
-use crate::output::{Exit, actor};
+use crate::output::{usage, actor};
 use crate::show;
-use anyhow::Context;
 use cutover_engine::Engine;
 use cutover_engine::model::{Action, Event, RunState};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,14 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn open_engine(state: &str) -> anyhow::Result<Engine> {
-    let store = cutover_engine::store::open(state).map_err(|e| anyhow::Error::new(e).context(Exit(2)))?;
+    let store = cutover_engine::store::open(state).map_err(|e| usage(e))?;
     Ok(Engine::new(Arc::from(store)))
 }
 
 pub async fn run(state: &str, plan_path: &Path, out: Output) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(plan_path)
-        .with_context(|| format!("cannot read the plan {}", plan_path.display()))
-        .map_err(|e| e.context(Exit(2)))?;
+        .map_err(|e| usage(format!("cannot read the plan {}: {e}", plan_path.display())))?;
     let plan = match cutover_plan::load_file(plan_path) {
         Ok(p) => p,
         Err(d) => {
@@ -33,7 +31,7 @@ pub async fn run(state: &str, plan_path: &Path, out: Output) -> anyhow::Result<i
     let engine = open_engine(state)?;
     // Secrets are read before the run is recorded: a missing one stops
     // everything before any target is touched.
-    cutover_engine::secrets::resolve(&plan.secrets, &plan.dir, engine.redactor()).map_err(|e| anyhow::Error::new(e).context(Exit(2)))?;
+    cutover_engine::secrets::resolve(&plan.secrets, &plan.dir, engine.redactor()).map_err(|e| usage(e))?;
     let run_id = engine.create_run(&plan, &text)?;
     eprintln!("run {run_id}: plan `{}` over {} target(s)", plan.name, plan.targets.len());
     drive(&engine, &run_id, plan.targets.len() as u64, out).await
@@ -41,7 +39,7 @@ pub async fn run(state: &str, plan_path: &Path, out: Output) -> anyhow::Result<i
 
 pub async fn resume(state: &str, run_id: &str, out: Output) -> anyhow::Result<i32> {
     let engine = open_engine(state)?;
-    let total = engine.store().targets(run_id).map_err(|e| anyhow::Error::new(e).context(Exit(2)))?.len() as u64;
+    let total = engine.store().targets(run_id).map_err(|e| usage(e))?.len() as u64;
     eprintln!("resuming run {run_id}");
     drive(&engine, run_id, total, out).await
 }
@@ -57,9 +55,9 @@ async fn drive(engine: &Engine, run_id: &str, total: u64, out: Output) -> anyhow
     let state = match result {
         Ok(s) => s,
         Err(e @ (cutover_engine::EngineError::Held { .. } | cutover_engine::EngineError::Ended { .. } | cutover_engine::EngineError::Secret(_))) => {
-            return Err(anyhow::Error::new(e).context(Exit(2)));
+            return Err(usage(e));
         }
-        Err(cutover_engine::EngineError::Store(e)) => return Err(anyhow::Error::new(e).context(Exit(2))),
+        Err(cutover_engine::EngineError::Store(e)) => return Err(usage(e)),
         Err(e) => return Err(e.into()),
     };
     show::summary(engine, run_id, out)?;

@@ -1,7 +1,7 @@
 //! Commands that print: validate, schema, plan, status, runs, events.
 
 use crate::cli::Output;
-use crate::output::{Exit, json, table};
+use crate::output::{usage, json, table};
 use crate::run::{event_line, open_engine};
 use cutover_engine::Engine;
 use cutover_engine::model::{RunState, TargetState};
@@ -167,7 +167,7 @@ fn latest_run(engine: &Engine) -> anyhow::Result<String> {
     let runs = engine.store().runs()?;
     runs.last()
         .map(|r| r.id.clone())
-        .ok_or_else(|| anyhow::anyhow!("no run recorded in this state file yet; start one with `cutover run PLAN`").context(Exit(2)))
+        .ok_or_else(|| usage("no run recorded in this state file yet; start one with `cutover run PLAN`"))
 }
 
 pub fn status(state: &str, run: Option<&str>, out: Output) -> anyhow::Result<i32> {
@@ -184,7 +184,7 @@ pub fn status(state: &str, run: Option<&str>, out: Output) -> anyhow::Result<i32
 /// The state of a run and its targets.
 pub fn summary(engine: &Engine, run: &str, out: Output) -> anyhow::Result<()> {
     let store = engine.store();
-    let rec = store.run(run).map_err(|e| anyhow::Error::new(e).context(Exit(2)))?;
+    let rec = store.run(run).map_err(|e| usage(e))?;
     let targets = store.targets(run)?;
     let live = engine.live_holder(run)?;
     if out == Output::Json {
@@ -261,7 +261,7 @@ pub fn runs(state: &str, out: Output) -> anyhow::Result<i32> {
 
 pub async fn events(state: &str, run: &str, follow: bool, out: Output) -> anyhow::Result<i32> {
     let engine = open_engine(state)?;
-    engine.store().run(run).map_err(|e| anyhow::Error::new(e).context(Exit(2)))?;
+    engine.store().run(run).map_err(|e| usage(e))?;
     let mut last = 0;
     loop {
         for ev in engine.store().events(run, last)? {

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the state file {path} is locked by another process (waited {secs}s); is another cutover running?")]
-    Locked { path: String, secs: u64 },
+    #[error("the state file {path} is locked by another process (waited {waited}); is another cutover running?")]
+    Locked { path: String, waited: String },
     #[error("the state file {path} was written by a newer cutover (state schema {found}, this binary knows up to {known}); use a newer cutover")]
     TooNew { path: String, found: i64, known: i64 },
     #[error("cannot open the state file {path}: {message}")]
@@ -41,14 +41,16 @@ pub trait Store: Send + Sync {
 
     fn targets(&self, run: &str) -> Result<Vec<TargetRecord>>;
     fn target(&self, run: &str, target: &str) -> Result<TargetRecord>;
-    /// Sets a target's state; `started`/`finished` stamp the time when true.
-    fn set_target_state(&self, run: &str, target: &str, state: TargetState, message: Option<&str>) -> Result<()>;
+    /// Sets a target's state (stamping its start or end time), and records
+    /// `event` in the same transaction, so the log never misses a transition.
+    fn set_target_state(&self, run: &str, target: &str, state: TargetState, message: Option<&str>, event: Option<&NewEvent>) -> Result<Option<Event>>;
     fn set_target_position(&self, run: &str, target: &str, phase: Option<&str>, step: Option<&str>) -> Result<()>;
     fn set_skip_requested(&self, run: &str, target: &str, requested: bool) -> Result<()>;
 
     fn steps(&self, run: &str, target: &str) -> Result<Vec<StepRecord>>;
     fn all_steps(&self, run: &str) -> Result<Vec<StepRecord>>;
-    fn put_step(&self, run: &str, rec: &StepRecord) -> Result<()>;
+    /// Writes a step record, and `event` in the same transaction.
+    fn put_step(&self, run: &str, rec: &StepRecord, event: Option<&NewEvent>) -> Result<Option<Event>>;
     fn delete_steps(&self, run: &str, target: &str, steps: &[String]) -> Result<()>;
 
     fn append_event(&self, run: &str, ev: &NewEvent) -> Result<Event>;

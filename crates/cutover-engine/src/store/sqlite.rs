@@ -12,6 +12,16 @@ use std::time::Duration;
 pub const SCHEMA_VERSION: i64 = 1;
 const BUSY: Duration = Duration::from_secs(10);
 
+/// How long to wait for another process's write to finish:
+/// `CUTOVER_BUSY_TIMEOUT_MS`, 10 s by default.
+fn busy_timeout() -> Duration {
+    std::env::var("CUTOVER_BUSY_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(BUSY)
+}
+
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: String,
@@ -106,7 +116,7 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
         }
         let conn = Connection::open(path).map_err(|e| open_err(&e))?;
-        conn.busy_timeout(BUSY).map_err(|e| open_err(&e))?;
+        conn.busy_timeout(busy_timeout()).map_err(|e| open_err(&e))?;
         let store = SqliteStore {
             conn: Mutex::new(conn),
             path: shown,
@@ -160,7 +170,7 @@ impl SqliteStore {
             {
                 StoreError::Locked {
                     path: self.path.clone(),
-                    secs: BUSY.as_secs(),
+                    waited: format!("{:.1}s", busy_timeout().as_secs_f64()),
                 }
             }
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => StoreError::Open {
@@ -323,29 +333,34 @@ impl Store for SqliteStore {
             })
     }
 
-    fn set_target_state(&self, run: &str, target: &str, state: TargetState, message: Option<&str>) -> Result<()> {
+    fn set_target_state(&self, run: &str, target: &str, state: TargetState, message: Option<&str>, event: Option<&NewEvent>) -> Result<Option<Event>> {
         let ts = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.classify(e))?;
         let n = match state {
-            TargetState::Running => self.exec(
+            TargetState::Running => tx.execute(
                 "UPDATE targets SET state = ?3, message = ?4, started_at = COALESCE(started_at, ?5), finished_at = NULL WHERE run_id = ?1 AND name = ?2",
                 params![run, target, state.as_str(), message, ts],
-            )?,
-            TargetState::Pending => self.exec(
+            ),
+            TargetState::Pending => tx.execute(
                 "UPDATE targets SET state = ?3, message = ?4, finished_at = NULL WHERE run_id = ?1 AND name = ?2",
                 params![run, target, state.as_str(), message],
-            )?,
-            _ => self.exec(
+            ),
+            _ => tx.execute(
                 "UPDATE targets SET state = ?3, message = ?4, finished_at = ?5 WHERE run_id = ?1 AND name = ?2",
                 params![run, target, state.as_str(), message, ts],
-            )?,
-        };
+            ),
+        }
+        .map_err(|e| self.classify(e))?;
         if n == 0 {
             return Err(StoreError::NoSuchTarget {
                 run: run.to_string(),
                 target: target.to_string(),
             });
         }
-        Ok(())
+        let ev = event.map(|e| insert_event(&tx, run, e)).transpose().map_err(|e| self.classify(e))?;
+        tx.commit().map_err(|e| self.classify(e))?;
+        Ok(ev)
     }
 
     fn set_target_position(&self, run: &str, target: &str, phase: Option<&str>, step: Option<&str>) -> Result<()> {
@@ -382,8 +397,10 @@ impl Store for SqliteStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
     }
 
-    fn put_step(&self, run: &str, r: &StepRecord) -> Result<()> {
-        self.exec(
+    fn put_step(&self, run: &str, r: &StepRecord, event: Option<&NewEvent>) -> Result<Option<Event>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.classify(e))?;
+        tx.execute(
             &format!(
                 "INSERT INTO steps (run_id, {STEP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (run_id, target, step) DO UPDATE SET state = excluded.state, attempt = excluded.attempt,
@@ -402,7 +419,10 @@ impl Store for SqliteStore {
                 r.error
             ],
         )
-        .map(|_| ())
+        .map_err(|e| self.classify(e))?;
+        let ev = event.map(|e| insert_event(&tx, run, e)).transpose().map_err(|e| self.classify(e))?;
+        tx.commit().map_err(|e| self.classify(e))?;
+        Ok(ev)
     }
 
     fn delete_steps(&self, run: &str, target: &str, steps: &[String]) -> Result<()> {
@@ -419,23 +439,7 @@ impl Store for SqliteStore {
     }
 
     fn append_event(&self, run: &str, ev: &NewEvent) -> Result<Event> {
-        let ts = now();
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO events (run_id, ts, target, step, kind, message, data_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![run, ts, ev.target, ev.step, ev.kind, ev.message, ev.data.to_string()],
-        )
-        .map_err(|e| self.classify(e))?;
-        Ok(Event {
-            id: conn.last_insert_rowid(),
-            run_id: run.to_string(),
-            ts,
-            target: ev.target.clone(),
-            step: ev.step.clone(),
-            kind: ev.kind.to_string(),
-            message: ev.message.clone(),
-            data: ev.data.clone(),
-        })
+        insert_event(&self.conn(), run, ev).map_err(|e| self.classify(e))
     }
 
     fn events(&self, run: &str, after: i64) -> Result<Vec<Event>> {
@@ -530,6 +534,24 @@ impl Store for SqliteStore {
             .query_row("SELECT handled_at IS NOT NULL FROM requests WHERE id = ?1", params![id], |r| r.get(0))
             .map_err(|e| self.classify(e))
     }
+}
+
+fn insert_event(conn: &Connection, run: &str, ev: &NewEvent) -> rusqlite::Result<Event> {
+    let ts = now();
+    conn.execute(
+        "INSERT INTO events (run_id, ts, target, step, kind, message, data_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![run, ts, ev.target, ev.step, ev.kind, ev.message, ev.data.to_string()],
+    )?;
+    Ok(Event {
+        id: conn.last_insert_rowid(),
+        run_id: run.to_string(),
+        ts,
+        target: ev.target.clone(),
+        step: ev.step.clone(),
+        kind: ev.kind.to_string(),
+        message: ev.message.clone(),
+        data: ev.data.clone(),
+    })
 }
 
 fn lease_of(conn: &Connection, run: &str) -> rusqlite::Result<Option<Lease>> {

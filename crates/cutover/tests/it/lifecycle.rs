@@ -1,0 +1,146 @@
+//! Blocks' finally steps, rollback, retries, pause, abort and the lease.
+
+use crate::support::*;
+
+#[test]
+fn finally_runs_after_a_failing_step_and_rollback_runs_in_reverse() {
+    let w = Work::new();
+    w.write(
+        "p.toml",
+        r#"name = "rb"
+[[targets]]
+name = "a"
+[[phases]]
+name = "one"
+[[phases.steps]]
+name = "one-step"
+kind = "exec"
+command = "echo one >> trail"
+[[phases.rollback]]
+name = "undo-one"
+kind = "exec"
+command = "echo undo-one >> trail"
+[[phases]]
+name = "two"
+[[phases.steps]]
+name = "maint"
+kind = "block"
+[[phases.steps.steps]]
+name = "flaky"
+kind = "exec"
+retries = 2
+backoff = "50ms"
+command = "echo attempt >> attempts; echo 'disk full' >&2; exit 3"
+[[phases.steps.steps]]
+name = "never"
+kind = "exec"
+command = "echo never >> trail"
+[[phases.steps.finally]]
+name = "maint-off"
+kind = "exec"
+command = "echo maint-off >> trail"
+[[phases.rollback]]
+name = "undo-two"
+kind = "exec"
+command = "echo undo-two >> trail"
+[[phases]]
+name = "three"
+[[phases.steps]]
+name = "not-reached"
+kind = "exec"
+command = "echo three >> trail"
+[[phases.rollback]]
+name = "undo-three"
+kind = "exec"
+command = "echo undo-three >> trail"
+"#,
+    );
+    let o = w.run(&["run", "p.toml"]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    // The finally step ran after the failure; rollback of the phases that
+    // began ran in reverse order; phase three never began, so no undo-three.
+    assert_eq!(w.lines("trail"), ["one", "maint-off", "undo-two", "undo-one"]);
+    assert_eq!(w.lines("attempts").len(), 3, "1 attempt + 2 retries");
+    let run = w.run_id();
+    assert_eq!(w.target_state(&run, "a"), "rolled_back");
+    let s = w.status(&run);
+    let msg = s["targets"][0]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("step `flaky` failed: the command exited with status 3: disk full"), "{msg}");
+    let k = kinds(&w.events(&run));
+    assert_eq!(k.iter().filter(|x| *x == "step_retrying").count(), 2);
+    assert!(k.contains(&"target_rolling_back".to_string()));
+}
+
+const SLOW_BLOCK: &str = r#"name = "slow"
+[[targets]]
+name = "a"
+[[targets]]
+name = "b"
+after = ["a"]
+[[phases]]
+name = "p"
+[[phases.steps]]
+name = "maint"
+kind = "block"
+[[phases.steps.steps]]
+name = "long"
+kind = "exec"
+command = "touch long-{{ name }}.started; sleep 30; touch long-{{ name }}.done"
+[[phases.steps.steps]]
+name = "after-long"
+kind = "exec"
+command = "touch after-long-{{ name }}"
+[[phases.steps.finally]]
+name = "maint-off"
+kind = "exec"
+command = "echo {{ name }} >> maint-off"
+"#;
+
+#[test]
+fn abort_stops_the_step_in_flight_and_still_runs_finally() {
+    let w = Work::new();
+    w.write("p.toml", SLOW_BLOCK);
+    let started = std::time::Instant::now();
+    let mut child = w.spawn(&["run", "p.toml"]);
+    wait_until(20, "the long step to start", || w.file("long-a.started").exists());
+    let run = w.run_id();
+    let o = w.run(&["abort", &run]);
+    assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+    assert_eq!(wait_exit(&mut child, 20), 3);
+    assert!(started.elapsed().as_secs() < 20, "the 30 s sleep was not stopped");
+    assert_eq!(w.lines("maint-off"), ["a"], "finally ran for the aborted target only");
+    assert!(!w.file("long-a.done").exists() && !w.file("after-long-a").exists());
+    let s = w.status(&run);
+    assert_eq!(s["run"]["state"], "aborted");
+    assert_eq!(w.target_state(&run, "b"), "pending");
+    let k = kinds(&w.events(&run));
+    assert!(k.contains(&"operator_abort".to_string()) && k.contains(&"step_aborted".to_string()), "{k:?}");
+    // An aborted run has ended.
+    assert_eq!(code(&w.run(&["resume", &run])), 2);
+}
+
+#[test]
+fn pause_lets_the_step_finish_then_resume_completes_and_a_second_driver_is_refused() {
+    let w = Work::new();
+    w.write("p.toml", &SLOW_BLOCK.replace("sleep 30", "sleep 1.5"));
+    let mut child = w.spawn(&["run", "p.toml"]);
+    wait_until(20, "the long step to start", || w.file("long-a.started").exists());
+    let run = w.run_id();
+    // A second process may not drive a run that a live process holds.
+    let o = w.run(&["resume", &run]);
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("is being driven by process"), "{}", text(&o.stderr));
+    let o = w.run(&["pause", &run]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(wait_exit(&mut child, 20), 3, "a paused run exits 3");
+    // The step in flight finished; the next one did not start; the block is
+    // still open, so its finally step has not run.
+    assert!(w.file("long-a.done").exists());
+    assert!(!w.file("after-long-a").exists());
+    assert!(!w.file("maint-off").exists());
+    assert_eq!(w.status(&run)["run"]["state"], "paused");
+    let o = w.run(&["resume", &run]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(w.lines("maint-off"), ["a", "b"]);
+    assert!(w.file("after-long-b").exists());
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the `cutover` binary against real PostgreSQL servers,
+//! a real HTTP server on loopback and real child processes. One test binary
+//! (fewer links on 2 cores), one module per area.
+
+mod support;
+
+mod cli;
+mod crash;
+mod fleet;
+mod lifecycle;
+mod secrets;
