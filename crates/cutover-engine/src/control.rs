@@ -41,35 +41,55 @@ pub fn apply(store: &dyn Store, plan: &Plan, run: &str, req: &Request) -> Result
                     TargetState::Pending,
                     Some(&format!("retry requested by {by}")),
                     Some(
-                        &NewEvent::target(target, "target_retry", format!("{by} asked to retry `{target}`; it will continue from its first unfinished step"))
-                            .with_data(serde_json::json!({ "actor": by, "reset_steps": reset, "note": req.note })),
+                        &NewEvent::target(
+                            target,
+                            "target_retry",
+                            format!("{by} asked to retry `{target}`; it will continue from its first unfinished step"),
+                        )
+                        .with_data(serde_json::json!({ "actor": by, "reset_steps": reset, "note": req.note })),
                     ),
                 )?;
                 Applied::Done(format!("`{target}` will be retried from its first unfinished step"))
             }
-            other => Applied::Refused(format!("`{target}` is {other}: only a failed target or one that needs attention can be retried")),
+            other => Applied::Refused(format!(
+                "`{target}` is {other}: only a failed target or one that needs attention can be retried"
+            )),
         },
         Action::Skip => match t.state {
             TargetState::Pending | TargetState::NeedsAttention | TargetState::Failed => {
                 let records = store.steps(run, target)?;
-                let open_block = records
-                    .iter()
-                    .any(|r| r.state == StepState::Running && is_block(plan, &r.step));
+                let open_block = records.iter().any(|r| r.state == StepState::Running && is_block(plan, &r.step));
                 let ev = NewEvent::target(target, "target_skip", format!("{by} skipped `{target}`"))
                     .with_data(serde_json::json!({ "actor": by, "open_block": open_block, "note": req.note }));
                 if open_block {
                     store.set_skip_requested(run, target, true)?;
-                    store.set_target_state(run, target, TargetState::Pending, Some(&format!("skip requested by {by}; its finally steps run first")), Some(&ev))?;
+                    store.set_target_state(
+                        run,
+                        target,
+                        TargetState::Pending,
+                        Some(&format!("skip requested by {by}; its finally steps run first")),
+                        Some(&ev),
+                    )?;
                 } else {
-                    store.set_target_state(run, target, TargetState::Skipped, Some(&format!("skipped by {by}")), Some(&ev))?;
+                    store.set_target_state(
+                        run,
+                        target,
+                        TargetState::Skipped,
+                        Some(&format!("skipped by {by}")),
+                        Some(&ev),
+                    )?;
                 }
                 if open_block {
-                    Applied::Done(format!("`{target}` will be skipped once the finally steps of its open block have run"))
+                    Applied::Done(format!(
+                        "`{target}` will be skipped once the finally steps of its open block have run"
+                    ))
                 } else {
                     Applied::Done(format!("`{target}` is skipped"))
                 }
             }
-            other => Applied::Refused(format!("`{target}` is {other}: only a pending or failed target, or one that needs attention, can be skipped")),
+            other => Applied::Refused(format!(
+                "`{target}` is {other}: only a pending or failed target, or one that needs attention, can be skipped"
+            )),
         },
         other => Applied::Refused(format!("{other} is handled by the process driving the run")),
     };

@@ -49,7 +49,9 @@ pub enum EngineError {
     Secret(#[from] secrets::SecretError),
     #[error("the plan recorded for run {run} no longer validates:\n{diags}")]
     Plan { run: String, diags: cutover_plan::Diagnostics },
-    #[error("run {run} is being driven by process {pid} on {host}; wait for it to finish or stop it (`cutover pause {run}`)")]
+    #[error(
+        "run {run} is being driven by process {pid} on {host}; wait for it to finish or stop it (`cutover pause {run}`)"
+    )]
     Held { run: String, pid: i64, host: String },
     #[error("run {run} has already ended ({state}); start a new run with `cutover run`")]
     Ended { run: String, state: RunState },
@@ -116,9 +118,18 @@ impl Engine {
     }
 
     /// Sets a target's state and records the event in one transaction.
-    pub fn set_target_state(&self, run: &str, target: &str, state: TargetState, message: Option<&str>, ev: NewEvent) -> Result<(), EngineError> {
+    pub fn set_target_state(
+        &self,
+        run: &str,
+        target: &str,
+        state: TargetState,
+        message: Option<&str>,
+        ev: NewEvent,
+    ) -> Result<(), EngineError> {
         let message = message.map(|m| self.redactor.redact(m));
-        if let Some(e) = self.store.set_target_state(run, target, state, message.as_deref(), Some(&self.redacted(ev)))? {
+        if let Some(e) =
+            self.store.set_target_state(run, target, state, message.as_deref(), Some(&self.redacted(ev)))?
+        {
             self.publish(&e);
         }
         Ok(())
@@ -156,11 +167,10 @@ impl Engine {
 
     /// The plan of a recorded run, from the text and targets recorded when it started.
     pub fn load_plan(&self, rec: &RunRecord) -> Result<cutover_plan::Plan, EngineError> {
-        let targets: Vec<cutover_plan::Target> = serde_json::from_str(&rec.targets_json).map_err(|e| EngineError::Other(format!("the targets recorded for run {} are unreadable: {e}", rec.id)))?;
-        cutover_plan::load_str(&rec.plan_path, &rec.plan_text, Path::new(&rec.plan_dir), Some(targets)).map_err(|diags| EngineError::Plan {
-            run: rec.id.clone(),
-            diags,
-        })
+        let targets: Vec<cutover_plan::Target> = serde_json::from_str(&rec.targets_json)
+            .map_err(|e| EngineError::Other(format!("the targets recorded for run {} are unreadable: {e}", rec.id)))?;
+        cutover_plan::load_str(&rec.plan_path, &rec.plan_text, Path::new(&rec.plan_dir), Some(targets))
+            .map_err(|diags| EngineError::Plan { run: rec.id.clone(), diags })
     }
 
     /// Drives a run until all its targets are done, or it is paused or aborted.
@@ -177,7 +187,8 @@ impl Engine {
     /// Whether a live process holds the run's lease.
     pub fn live_holder(&self, run: &str) -> Result<Option<Lease>, EngineError> {
         Ok(self.store.lease(run)?.filter(|l| {
-            l.expires_at > now_ms() && !(l.host == hostname() && !proc::alive(l.pid))
+            // A holder on this host whose process is gone holds nothing.
+            l.expires_at > now_ms() && (l.host != hostname() || proc::alive(l.pid))
         }))
     }
 }

@@ -169,19 +169,10 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn run(kind: &'static str, message: impl Into<String>) -> Self {
-        NewEvent {
-            kind,
-            message: message.into(),
-            ..Default::default()
-        }
+        NewEvent { kind, message: message.into(), ..Default::default() }
     }
     pub fn target(target: &str, kind: &'static str, message: impl Into<String>) -> Self {
-        NewEvent {
-            target: Some(target.to_string()),
-            kind,
-            message: message.into(),
-            ..Default::default()
-        }
+        NewEvent { target: Some(target.to_string()), kind, message: message.into(), ..Default::default() }
     }
     pub fn step(target: &str, step: &str, kind: &'static str, message: impl Into<String>) -> Self {
         NewEvent {

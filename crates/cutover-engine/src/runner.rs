@@ -82,15 +82,17 @@ impl LeaseGuard {
             // crash) is taken over at once instead of waiting for expiry.
             let dead = current.host == lease.host && !proc::alive(current.pid);
             if !(dead && engine.store.steal_lease(run_id, &current, &lease)?) {
-                return Err(EngineError::Held {
-                    run: run_id.to_string(),
-                    pid: current.pid,
-                    host: current.host,
-                });
+                return Err(EngineError::Held { run: run_id.to_string(), pid: current.pid, host: current.host });
             }
             engine.emit(
                 run_id,
-                NewEvent::run("lease_taken_over", format!("took over the run from process {} on {}, which is no longer running", current.pid, current.host)),
+                NewEvent::run(
+                    "lease_taken_over",
+                    format!(
+                        "took over the run from process {} on {}, which is no longer running",
+                        current.pid, current.host
+                    ),
+                ),
             )?;
         }
         let lost = Arc::new(AtomicBool::new(false));
@@ -112,12 +114,7 @@ impl LeaseGuard {
                 }
             }
         });
-        Ok(LeaseGuard {
-            engine: engine.clone(),
-            run_id: run_id.to_string(),
-            lost,
-            task,
-        })
+        Ok(LeaseGuard { engine: engine.clone(), run_id: run_id.to_string(), lost, task })
     }
 }
 
@@ -133,10 +130,7 @@ impl Drop for LeaseGuard {
 pub async fn drive(engine: &Engine, run_id: &str, abort_first: bool) -> Result<RunState, EngineError> {
     let rec = engine.store.run(run_id)?;
     if matches!(rec.state, RunState::Succeeded | RunState::Aborted) {
-        return Err(EngineError::Ended {
-            run: run_id.to_string(),
-            state: rec.state,
-        });
+        return Err(EngineError::Ended { run: run_id.to_string(), state: rec.state });
     }
     let lease = LeaseGuard::acquire(engine, run_id).await?;
     let plan = engine.load_plan(&rec)?;
@@ -180,7 +174,11 @@ pub async fn drive(engine: &Engine, run_id: &str, abort_first: bool) -> Result<R
                 &t.name,
                 TargetState::Pending,
                 Some("interrupted; resuming"),
-                NewEvent::target(&t.name, "target_interrupted", "was running when the previous process stopped; it continues from its step records"),
+                NewEvent::target(
+                    &t.name,
+                    "target_interrupted",
+                    "was running when the previous process stopped; it continues from its step records",
+                ),
             )?;
         }
     }
@@ -202,7 +200,11 @@ fn register_url_passwords(r: &Redactor, v: &Value) {
     }
 }
 
-async fn schedule(shared: &Arc<Shared>, abort_tx: &watch::Sender<bool>, lease: &LeaseGuard) -> Result<RunState, EngineError> {
+async fn schedule(
+    shared: &Arc<Shared>,
+    abort_tx: &watch::Sender<bool>,
+    lease: &LeaseGuard,
+) -> Result<RunState, EngineError> {
     let store = shared.store();
     let run_id = shared.run_id.as_str();
     let plan = &shared.plan;
@@ -232,11 +234,20 @@ async fn schedule(shared: &Arc<Shared>, abort_tx: &watch::Sender<bool>, lease: &
                 // An `after` dependency that ended without success means this
                 // target will not start.
                 let blocked_by = t.after.iter().find(|d| {
-                    matches!(state.get(d.as_str()), Some(TargetState::Failed | TargetState::RolledBack | TargetState::Skipped))
+                    matches!(
+                        state.get(d.as_str()),
+                        Some(TargetState::Failed | TargetState::RolledBack | TargetState::Skipped)
+                    )
                 });
                 if let Some(d) = blocked_by {
                     let msg = format!("not started: `{d}` did not succeed");
-                    shared.engine.set_target_state(run_id, &t.name, TargetState::Skipped, Some(&msg), NewEvent::target(&t.name, "target_skipped", msg.clone()))?;
+                    shared.engine.set_target_state(
+                        run_id,
+                        &t.name,
+                        TargetState::Skipped,
+                        Some(&msg),
+                        NewEvent::target(&t.name, "target_skipped", msg.clone()),
+                    )?;
                     continue;
                 }
                 let ready = t
@@ -246,7 +257,13 @@ async fn schedule(shared: &Arc<Shared>, abort_tx: &watch::Sender<bool>, lease: &
                 if !ready || !fits(plan, t, &running_names, &by_name) {
                     continue;
                 }
-                shared.engine.set_target_state(run_id, &t.name, TargetState::Running, None, NewEvent::target(&t.name, "target_started", format!("started `{}`", t.name)))?;
+                shared.engine.set_target_state(
+                    run_id,
+                    &t.name,
+                    TargetState::Running,
+                    None,
+                    NewEvent::target(&t.name, "target_started", format!("started `{}`", t.name)),
+                )?;
                 running_names.push(t.name.clone());
                 let (sh, name) = (shared.clone(), t.name.clone());
                 running.spawn(async move {
@@ -289,11 +306,8 @@ fn fits(plan: &Plan, t: &Target, running: &[String], by_name: &HashMap<&str, &Ta
     }
     plan.concurrency.per_label.iter().all(|(label, max)| {
         let Some(v) = t.labels.get(label) else { return true };
-        let same = running
-            .iter()
-            .filter_map(|n| by_name.get(n.as_str()))
-            .filter(|o| o.labels.get(label) == Some(v))
-            .count();
+        let same =
+            running.iter().filter_map(|n| by_name.get(n.as_str())).filter(|o| o.labels.get(label) == Some(v)).count();
         same < *max as usize
     })
 }
@@ -303,14 +317,29 @@ fn handle_request(shared: &Arc<Shared>, abort_tx: &watch::Sender<bool>, req: &Re
     match req.action {
         Action::Pause => {
             shared.pause.store(true, Ordering::SeqCst);
-            shared.emit(NewEvent::run("operator_pause", format!("{by} paused the run: no new step starts; steps in flight finish")).with_data(json!({ "actor": by })))?;
+            shared.emit(
+                NewEvent::run(
+                    "operator_pause",
+                    format!("{by} paused the run: no new step starts; steps in flight finish"),
+                )
+                .with_data(json!({ "actor": by })),
+            )?;
         }
         Action::Abort => {
             let _ = abort_tx.send(true);
-            shared.emit(NewEvent::run("operator_abort", format!("{by} aborted the run: steps in flight are stopped, finally steps run")).with_data(json!({ "actor": by })))?;
+            shared.emit(
+                NewEvent::run(
+                    "operator_abort",
+                    format!("{by} aborted the run: steps in flight are stopped, finally steps run"),
+                )
+                .with_data(json!({ "actor": by })),
+            )?;
         }
         Action::Resume => {
-            shared.emit(NewEvent::run("operator_resume", format!("{by} asked to resume; the run is already being driven")))?;
+            shared.emit(NewEvent::run(
+                "operator_resume",
+                format!("{by} asked to resume; the run is already being driven"),
+            ))?;
         }
         Action::Retry | Action::Skip => {
             if let control::Applied::Refused(why) = control::apply(shared.store(), &shared.plan, &shared.run_id, req)? {
@@ -338,9 +367,13 @@ fn finish_target(shared: &Shared, name: &str, flow: Flow) -> Result<(), EngineEr
         Flow::Paused(m) => (TargetState::Pending, "target_paused", m),
         Flow::Aborted => (TargetState::Failed, "target_aborted", "aborted by the operator".to_string()),
     };
-    shared
-        .engine
-        .set_target_state(&shared.run_id, name, state, Some(&msg), NewEvent::target(name, kind, msg.clone()).with_data(json!({ "state": state })))
+    shared.engine.set_target_state(
+        &shared.run_id,
+        name,
+        state,
+        Some(&msg),
+        NewEvent::target(name, kind, msg.clone()).with_data(json!({ "state": state })),
+    )
 }
 
 fn final_state(shared: &Shared, aborted: bool, paused: bool) -> Result<RunState, EngineError> {
@@ -390,17 +423,28 @@ async fn run_target(shared: &Arc<Shared>, name: &str) -> Result<Flow, EngineErro
     Ok(Flow::Ok)
 }
 
-async fn rollback(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, failed_phase: usize, msg: String) -> Result<Flow, EngineError> {
+async fn rollback(
+    shared: &Arc<Shared>,
+    tc: &mut TargetCtx<'_>,
+    failed_phase: usize,
+    msg: String,
+) -> Result<Flow, EngineError> {
     let phases = &shared.plan.phases[..=failed_phase];
     if phases.iter().all(|p| p.rollback.is_empty()) {
         return Ok(Flow::Fail(msg));
     }
-    shared.emit(NewEvent::target(tc.target.name.as_str(), "target_rolling_back", format!("rolling back after: {msg}")))?;
+    shared.emit(NewEvent::target(
+        tc.target.name.as_str(),
+        "target_rolling_back",
+        format!("rolling back after: {msg}"),
+    ))?;
     for phase in phases.iter().rev() {
         tc.phase = phase.name.clone();
         match run_steps(shared, tc, &phase.rollback, Mode::Exit).await? {
             Flow::Ok => {}
-            Flow::Fail(rb) => return Ok(Flow::Fail(format!("{msg}; then rollback of phase `{}` failed: {rb}", phase.name))),
+            Flow::Fail(rb) => {
+                return Ok(Flow::Fail(format!("{msg}; then rollback of phase `{}` failed: {rb}", phase.name)));
+            }
             other => return Ok(other),
         }
     }
@@ -411,7 +455,9 @@ async fn rollback(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, failed_phase: us
 async fn close_open_blocks(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>) -> Result<Flow, EngineError> {
     let mut open: Vec<&Step> = vec![];
     for (_, s) in shared.plan.all_steps() {
-        if matches!(s.kind, StepKind::Block(_)) && tc.records.get(&s.name).is_some_and(|r| r.state == StepState::Running) {
+        if matches!(s.kind, StepKind::Block(_))
+            && tc.records.get(&s.name).is_some_and(|r| r.state == StepState::Running)
+        {
             open.push(s);
         }
     }
@@ -431,7 +477,17 @@ async fn close_open_blocks(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>) -> Resu
                 Flow::Ok => {}
                 other => return Ok(other),
             }
-            put_state(shared, tc, s, Change::new(StepState::Skipped, 0).event(NewEvent::step(&tc.target.name.clone(), &s.name, "block_finished", format!("block `{}` closed: the target is skipped", s.name))))?;
+            put_state(
+                shared,
+                tc,
+                s,
+                Change::new(StepState::Skipped, 0).event(NewEvent::step(
+                    &tc.target.name.clone(),
+                    &s.name,
+                    "block_finished",
+                    format!("block `{}` closed: the target is skipped", s.name),
+                )),
+            )?;
         }
     }
     Ok(Flow::Ok)
@@ -486,13 +542,7 @@ struct Change {
 
 impl Change {
     fn new(state: StepState, attempt: i64) -> Change {
-        Change {
-            state,
-            attempt,
-            outputs: None,
-            error: None,
-            event: None,
-        }
+        Change { state, attempt, outputs: None, error: None, event: None }
     }
     fn error(mut self, e: impl Into<String>) -> Change {
         self.error = Some(e.into());
@@ -557,7 +607,15 @@ fn run_step<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, step: &'a St
                 return Ok(Flow::Attention(msg));
             }
             Some(StepState::Running) if !is_block => {
-                shared.emit(NewEvent::step(&target, &step.name, "step_rerun", format!("step `{}` was in flight when the process stopped; it is idempotent, so it runs again", step.name)))?;
+                shared.emit(NewEvent::step(
+                    &target,
+                    &step.name,
+                    "step_rerun",
+                    format!(
+                        "step `{}` was in flight when the process stopped; it is idempotent, so it runs again",
+                        step.name
+                    ),
+                ))?;
             }
             _ => {}
         }
@@ -577,12 +635,33 @@ fn run_step<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, step: &'a St
             match holds {
                 Ok(true) => {}
                 Ok(false) => {
-                    put_state(shared, tc, step, Change::new(StepState::Skipped, 0).event(NewEvent::step(&target, &step.name, "step_skipped", format!("`when` is false: {}", w.source))))?;
+                    put_state(
+                        shared,
+                        tc,
+                        step,
+                        Change::new(StepState::Skipped, 0).event(NewEvent::step(
+                            &target,
+                            &step.name,
+                            "step_skipped",
+                            format!("`when` is false: {}", w.source),
+                        )),
+                    )?;
                     return Ok(Flow::Ok);
                 }
                 Err(e) => {
-                    let msg = shared.redactor().redact(&format!("`when` of step `{}` cannot be evaluated: {e}", step.name));
-                    put_state(shared, tc, step, Change::new(StepState::Failed, 0).error(msg.clone()).event(NewEvent::step(&target, &step.name, "step_failed", msg.clone())))?;
+                    let msg =
+                        shared.redactor().redact(&format!("`when` of step `{}` cannot be evaluated: {e}", step.name));
+                    put_state(
+                        shared,
+                        tc,
+                        step,
+                        Change::new(StepState::Failed, 0).error(msg.clone()).event(NewEvent::step(
+                            &target,
+                            &step.name,
+                            "step_failed",
+                            msg.clone(),
+                        )),
+                    )?;
                     return Ok(Flow::Fail(msg));
                 }
             }
@@ -599,14 +678,25 @@ fn is_block_open(prev: &Option<StepRecord>) -> bool {
     prev.as_ref().is_some_and(|p| p.state == StepState::Running)
 }
 
-async fn run_block(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step, inner: &[Step], finally: &[Step]) -> Result<Flow, EngineError> {
+async fn run_block(
+    shared: &Arc<Shared>,
+    tc: &mut TargetCtx<'_>,
+    step: &Step,
+    inner: &[Step],
+    finally: &[Step],
+) -> Result<Flow, EngineError> {
     let target = tc.target.name.clone();
     if !is_block_open(&tc.records.get(&step.name).cloned()) {
         put_state(
             shared,
             tc,
             step,
-            Change::new(StepState::Running, 1).event(NewEvent::step(&target, &step.name, "block_started", format!("block `{}` started; its finally steps will run whatever happens", step.name))),
+            Change::new(StepState::Running, 1).event(NewEvent::step(
+                &target,
+                &step.name,
+                "block_started",
+                format!("block `{}` started; its finally steps will run whatever happens", step.name),
+            )),
         )?;
     }
     let flow = run_steps(shared, tc, inner, Mode::Main).await?;
@@ -629,7 +719,12 @@ async fn run_block(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step, in
         _ => (StepState::Running, None),
     };
     if state != StepState::Running {
-        let mut c = Change::new(state, 1).event(NewEvent::step(&target, &step.name, "block_finished", format!("block `{}` {state}", step.name)));
+        let mut c = Change::new(state, 1).event(NewEvent::step(
+            &target,
+            &step.name,
+            "block_finished",
+            format!("block `{}` {state}", step.name),
+        ));
         c.error = err;
         put_state(shared, tc, step, c)?;
     }
@@ -652,14 +747,26 @@ fn context(shared: &Shared, tc: &TargetCtx<'_>) -> Value {
     v
 }
 
-async fn run_attempts(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step, mode: Mode, ctx_value: Value, prev_attempts: i64) -> Result<Flow, EngineError> {
+async fn run_attempts(
+    shared: &Arc<Shared>,
+    tc: &mut TargetCtx<'_>,
+    step: &Step,
+    mode: Mode,
+    ctx_value: Value,
+    prev_attempts: i64,
+) -> Result<Flow, EngineError> {
     let target = tc.target.name.clone();
     let total = i64::from(step.retries) + 1;
     let mut abort = shared.abort.clone();
     for n in 1..=total {
         let attempt = prev_attempts + n;
-        let started = NewEvent::step(&target, &step.name, "step_started", format!("{} step `{}` started (attempt {n} of {total})", step.kind.name(), step.name))
-            .with_data(json!({ "phase": tc.phase, "attempt": attempt, "kind": step.kind.name() }));
+        let started = NewEvent::step(
+            &target,
+            &step.name,
+            "step_started",
+            format!("{} step `{}` started (attempt {n} of {total})", step.kind.name(), step.name),
+        )
+        .with_data(json!({ "phase": tc.phase, "attempt": attempt, "kind": step.kind.name() }));
         put_state(shared, tc, step, Change::new(StepState::Running, attempt).event(started))?;
         let ctx = StepCtx {
             run_id: &shared.run_id,
@@ -673,9 +780,9 @@ async fn run_attempts(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step,
         };
         let fut = async {
             match step.timeout {
-                Some(t) => tokio::time::timeout(t, steps::execute(&step.kind, &ctx))
-                    .await
-                    .unwrap_or_else(|_| Err(StepError::Failed(format!("timed out after {}", cutover_plan::duration::format(t))))),
+                Some(t) => tokio::time::timeout(t, steps::execute(&step.kind, &ctx)).await.unwrap_or_else(|_| {
+                    Err(StepError::Failed(format!("timed out after {}", cutover_plan::duration::format(t))))
+                }),
                 None => steps::execute(&step.kind, &ctx).await,
             }
         };
@@ -689,14 +796,25 @@ async fn run_attempts(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step,
         };
         match result {
             None => {
-                let ev = NewEvent::step(&target, &step.name, "step_aborted", format!("step `{}` was stopped by the abort", step.name));
-                put_state(shared, tc, step, Change::new(StepState::Failed, attempt).error("aborted by the operator").event(ev))?;
+                let ev = NewEvent::step(
+                    &target,
+                    &step.name,
+                    "step_aborted",
+                    format!("step `{}` was stopped by the abort", step.name),
+                );
+                put_state(
+                    shared,
+                    tc,
+                    step,
+                    Change::new(StepState::Failed, attempt).error("aborted by the operator").event(ev),
+                )?;
                 return Ok(Flow::Aborted);
             }
             Some(Ok(outputs)) => {
                 let outputs = shared.redactor().redact_json(&Value::Object(outputs));
-                let ev = NewEvent::step(&target, &step.name, "step_succeeded", format!("step `{}` succeeded", step.name))
-                    .with_data(json!({ "outputs": outputs, "attempt": attempt }));
+                let ev =
+                    NewEvent::step(&target, &step.name, "step_succeeded", format!("step `{}` succeeded", step.name))
+                        .with_data(json!({ "outputs": outputs, "attempt": attempt }));
                 put_state(shared, tc, step, Change::new(StepState::Succeeded, attempt).outputs(outputs).event(ev))?;
                 return Ok(Flow::Ok);
             }
@@ -706,8 +824,16 @@ async fn run_attempts(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step,
                 if n < total && retryable {
                     let wait = step.backoff.saturating_mul(1 << (n - 1).min(16) as u32);
                     shared.emit(
-                        NewEvent::step(&target, &step.name, "step_retrying", format!("attempt {n} of {total} failed: {msg}; retrying in {}", cutover_plan::duration::format(wait)))
-                            .with_data(json!({ "attempt": attempt, "error": msg })),
+                        NewEvent::step(
+                            &target,
+                            &step.name,
+                            "step_retrying",
+                            format!(
+                                "attempt {n} of {total} failed: {msg}; retrying in {}",
+                                cutover_plan::duration::format(wait)
+                            ),
+                        )
+                        .with_data(json!({ "attempt": attempt, "error": msg })),
                     )?;
                     if mode == Mode::Main {
                         tokio::select! {
@@ -723,8 +849,9 @@ async fn run_attempts(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, step: &Step,
                     }
                     continue;
                 }
-                let ev = NewEvent::step(&target, &step.name, "step_failed", format!("step `{}` failed: {msg}", step.name))
-                    .with_data(json!({ "attempt": attempt, "error": msg }));
+                let ev =
+                    NewEvent::step(&target, &step.name, "step_failed", format!("step `{}` failed: {msg}", step.name))
+                        .with_data(json!({ "attempt": attempt, "error": msg }));
                 put_state(shared, tc, step, Change::new(StepState::Failed, attempt).error(msg.clone()).event(ev))?;
                 return Ok(Flow::Fail(format!("step `{}` failed: {msg}", step.name)));
             }
@@ -747,9 +874,5 @@ async fn wait_abort(rx: &mut watch::Receiver<bool>) {
 
 /// Outputs as the next steps see them (a convenience for tests and tools).
 pub fn outputs_of(records: &[StepRecord]) -> Outputs {
-    records
-        .iter()
-        .filter(|r| r.state == StepState::Succeeded)
-        .map(|r| (r.step.clone(), r.outputs.clone()))
-        .collect()
+    records.iter().filter(|r| r.state == StepState::Succeeded).map(|r| (r.step.clone(), r.outputs.clone())).collect()
 }

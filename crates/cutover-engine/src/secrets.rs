@@ -19,10 +19,7 @@ pub struct SecretError {
 pub fn resolve(defs: &[SecretDef], dir: &Path, redactor: &Redactor) -> Result<BTreeMap<String, String>, SecretError> {
     let mut out = BTreeMap::new();
     for d in defs {
-        let err = |reason: String| SecretError {
-            name: d.name.clone(),
-            reason,
-        };
+        let err = |reason: String| SecretError { name: d.name.clone(), reason };
         let value = if let Some(var) = d.reference.strip_prefix("env:") {
             std::env::var(var.trim()).map_err(|_| err(format!("the environment variable {} is not set", var.trim())))?
         } else if let Some(path) = d.reference.strip_prefix("file:") {

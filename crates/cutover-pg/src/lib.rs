@@ -76,9 +76,8 @@ pub fn describe(dsn: &str) -> String {
 
 /// Connects without TLS (TLS comes with the fleet work), with a bounded wait.
 pub async fn connect(dsn: &str, timeout: Duration) -> Result<Client, PgError> {
-    let mut config: tokio_postgres::Config = dsn
-        .parse()
-        .map_err(|e: tokio_postgres::Error| PgError::Dsn(e.to_string()))?;
+    let mut config: tokio_postgres::Config =
+        dsn.parse().map_err(|e: tokio_postgres::Error| PgError::Dsn(e.to_string()))?;
     if config.get_application_name().is_none() {
         config.application_name("cutover");
     }
@@ -87,10 +86,7 @@ pub async fn connect(dsn: &str, timeout: Duration) -> Result<Client, PgError> {
     let fut = config.connect(NoTls);
     let (client, connection) = match tokio::time::timeout(timeout, fut).await {
         Err(_) => {
-            return Err(PgError::ConnectTimeout {
-                host,
-                secs: timeout.as_secs(),
-            });
+            return Err(PgError::ConnectTimeout { host, secs: timeout.as_secs() });
         }
         Ok(Err(e)) => {
             let message = match e.as_db_error() {
@@ -122,7 +118,11 @@ pub async fn connect(dsn: &str, timeout: Duration) -> Result<Client, PgError> {
 /// in one transaction. Returns the outputs: the first row of the last
 /// statement as an object of its columns, plus `rows` (rows returned by the
 /// last statement) and `rows_affected` (summed over all statements).
-pub async fn run_statements(client: &Client, statements: &[(String, Vec<String>)], transaction: bool) -> Result<Map<String, Value>, PgError> {
+pub async fn run_statements(
+    client: &Client,
+    statements: &[(String, Vec<String>)],
+    transaction: bool,
+) -> Result<Map<String, Value>, PgError> {
     if transaction {
         client.batch_execute("BEGIN").await.map_err(PgError::query)?;
     }
@@ -176,7 +176,9 @@ pub fn row_to_json(row: &Row) -> Map<String, Value> {
             Type::FLOAT4 => opt(row.try_get::<_, Option<f32>>(i)),
             Type::FLOAT8 => opt(row.try_get::<_, Option<f64>>(i)),
             Type::JSON | Type::JSONB => row.try_get::<_, Option<Value>>(i).ok().flatten().unwrap_or(Value::Null),
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => opt(row.try_get::<_, Option<String>>(i)),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                opt(row.try_get::<_, Option<String>>(i))
+            }
             _ => Value::String(format!("<{} value: cast it to text>", ty.name())),
         };
         m.insert(col.name().to_string(), v);

@@ -38,17 +38,11 @@ impl Builder<'_> {
 
     fn expr(&self, node: &Node, key: &str) -> Option<Expr> {
         let n = node.get(key)?;
-        Some(Expr {
-            source: n.as_str()?.to_string(),
-            pos: self.content_pos(n),
-        })
+        Some(Expr { source: n.as_str()?.to_string(), pos: self.content_pos(n) })
     }
 
     fn template_of(&self, n: &Node) -> Template {
-        Template {
-            source: n.as_str().unwrap_or_default().to_string(),
-            pos: self.content_pos(n),
-        }
+        Template { source: n.as_str().unwrap_or_default().to_string(), pos: self.content_pos(n) }
     }
 
     fn template(&self, node: &Node, key: &str) -> Option<Template> {
@@ -64,12 +58,7 @@ impl Builder<'_> {
 
     fn template_map(&self, node: &Node, key: &str) -> BTreeMap<String, Template> {
         node.get(key)
-            .map(|m| {
-                m.entries()
-                    .iter()
-                    .map(|(k, v)| (k.name.clone(), self.template_of(v)))
-                    .collect()
-            })
+            .map(|m| m.entries().iter().map(|(k, v)| (k.name.clone(), self.template_of(v))).collect())
             .unwrap_or_default()
     }
 
@@ -102,12 +91,7 @@ impl Builder<'_> {
             name: self.str(node, "name").unwrap_or_default(),
             labels: node
                 .get("labels")
-                .map(|m| {
-                    m.entries()
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.name.clone(), v.scalar_text()?)))
-                        .collect()
-                })
+                .map(|m| m.entries().iter().filter_map(|(k, v)| Some((k.name.clone(), v.scalar_text()?))).collect())
                 .unwrap_or_default(),
             vars: self.vars(node, "vars"),
             after: node
@@ -173,10 +157,10 @@ impl Builder<'_> {
             "exec" => StepKind::Exec(ExecStep {
                 command: match node.get("command").map(|c| &c.value) {
                     Some(Value::Array(_)) => Command::Argv(self.templates(node, "command")),
-                    _ => Command::Shell(self.template(node, "command").unwrap_or(Template {
-                        source: String::new(),
-                        pos: self.pos(node.span),
-                    })),
+                    _ => Command::Shell(
+                        self.template(node, "command")
+                            .unwrap_or(Template { source: String::new(), pos: self.pos(node.span) }),
+                    ),
                 },
                 env: self.template_map(node, "env"),
                 cwd: self.template(node, "cwd"),
@@ -198,20 +182,16 @@ impl Builder<'_> {
                     });
                 }
                 StepKind::Sql(SqlStep {
-                    dsn: self.template(node, "dsn").unwrap_or(Template {
-                        source: "{{ vars.dsn }}".into(),
-                        pos: self.pos(node.span),
-                    }),
+                    dsn: self
+                        .template(node, "dsn")
+                        .unwrap_or(Template { source: "{{ vars.dsn }}".into(), pos: self.pos(node.span) }),
                     statements,
                     transaction: self.bool(node, "transaction").unwrap_or(true),
                 })
             }
             "http" => StepKind::Http(HttpStep {
                 method: self.str(node, "method").unwrap_or_else(|| "GET".into()),
-                url: self.template(node, "url").unwrap_or(Template {
-                    source: String::new(),
-                    pos: self.pos(node.span),
-                }),
+                url: self.template(node, "url").unwrap_or(Template { source: String::new(), pos: self.pos(node.span) }),
                 headers: self.template_map(node, "headers"),
                 body: self.template(node, "body"),
                 expect_status: match node.get("expect_status").map(|n| &n.value) {
@@ -227,17 +207,13 @@ impl Builder<'_> {
                 },
             }),
             "wait" => StepKind::Wait(WaitStep {
-                until: self.expr(node, "until").unwrap_or(Expr {
-                    source: "true".into(),
-                    pos: self.pos(node.span),
-                }),
+                until: self.expr(node, "until").unwrap_or(Expr { source: "true".into(), pos: self.pos(node.span) }),
                 interval: self.duration(node, "interval").unwrap_or(Duration::from_secs(2)),
                 probe: node.get("probe").and_then(|p| self.step(p)).map(Box::new),
             }),
-            "block" => StepKind::Block(BlockStep {
-                steps: self.steps(node, "steps"),
-                finally: self.steps(node, "finally"),
-            }),
+            "block" => {
+                StepKind::Block(BlockStep { steps: self.steps(node, "steps"), finally: self.steps(node, "finally") })
+            }
             _ => return None,
         };
         // A SQL step in one transaction either committed or did not: re-running

@@ -32,7 +32,11 @@ pub fn targets(all: &[Target], diags: &mut Diagnostics) {
     for t in all {
         for a in &t.after {
             if a == &t.name {
-                diags.push(Diagnostic::new(t.pos.clone(), "after", format!("target `{}` cannot come after itself", t.name)));
+                diags.push(Diagnostic::new(
+                    t.pos.clone(),
+                    "after",
+                    format!("target `{}` cannot come after itself", t.name),
+                ));
             } else if !seen.contains_key(a.as_str()) {
                 let names: Vec<&str> = seen.keys().copied().collect();
                 let mut d = Diagnostic::new(
@@ -82,10 +86,10 @@ fn find_cycle(all: &[Target]) -> Option<Vec<String>> {
                 path.push(all[j].name.clone());
                 return Some(path);
             }
-            if color[j] == 0 {
-                if let Some(c) = dfs(j, all, index, color, stack) {
-                    return Some(c);
-                }
+            if color[j] == 0
+                && let Some(c) = dfs(j, all, index, color, stack)
+            {
+                return Some(c);
             }
         }
         stack.pop();
@@ -93,10 +97,10 @@ fn find_cycle(all: &[Target]) -> Option<Vec<String>> {
         None
     }
     for i in 0..all.len() {
-        if color[i] == 0 {
-            if let Some(c) = dfs(i, all, &index, &mut color, &mut stack) {
-                return Some(c);
-            }
+        if color[i] == 0
+            && let Some(c) = dfs(i, all, &index, &mut color, &mut stack)
+        {
+            return Some(c);
         }
     }
     None
@@ -131,8 +135,12 @@ fn compile(e: &Expr, roots: &[&str], refs: Option<&Refs<'_>>, diags: &mut Diagno
         Ok(p) => p,
         Err(err) => {
             diags.push(
-                Diagnostic::new(inside(&e.pos, err.line, err.column), "cel", format!("invalid CEL expression: {}", err.message))
-                    .with_help("CEL looks like: labels.region == 'eu' && outputs.check.rows > 0"),
+                Diagnostic::new(
+                    inside(&e.pos, err.line, err.column),
+                    "cel",
+                    format!("invalid CEL expression: {}", err.message),
+                )
+                .with_help("CEL looks like: labels.region == 'eu' && outputs.check.rows > 0"),
             );
             return None;
         }
@@ -152,7 +160,14 @@ pub struct Refs<'a> {
     pub plan_vars: &'a Vars,
 }
 
-fn check_ref(pos: &Pos, root: &str, field: Option<&str>, roots: &[&str], refs: Option<&Refs<'_>>, diags: &mut Diagnostics) {
+fn check_ref(
+    pos: &Pos,
+    root: &str,
+    field: Option<&str>,
+    roots: &[&str],
+    refs: Option<&Refs<'_>>,
+    diags: &mut Diagnostics,
+) {
     if !roots.contains(&root) {
         let mut d = Diagnostic::new(
             pos.clone(),
@@ -169,11 +184,8 @@ fn check_ref(pos: &Pos, root: &str, field: Option<&str>, roots: &[&str], refs: O
     match root {
         "outputs" if !refs.earlier_steps.iter().any(|s| s == field) => {
             let names: Vec<&str> = refs.earlier_steps.iter().map(String::as_str).collect();
-            let mut d = Diagnostic::new(
-                pos.clone(),
-                "unknown-output",
-                format!("`outputs.{field}` refers to no earlier step"),
-            );
+            let mut d =
+                Diagnostic::new(pos.clone(), "unknown-output", format!("`outputs.{field}` refers to no earlier step"));
             d = match closest(field, &names) {
                 Some(c) => d.with_help(format!("did you mean `outputs.{c}`?")),
                 None => d.with_help("a step can read the outputs of the steps that run before it"),
@@ -187,12 +199,8 @@ fn check_ref(pos: &Pos, root: &str, field: Option<&str>, roots: &[&str], refs: O
             );
         }
         "vars" if !refs.plan_vars.contains_key(field) => {
-            let missing: Vec<&str> = refs
-                .targets
-                .iter()
-                .filter(|t| !t.vars.contains_key(field))
-                .map(|t| t.name.as_str())
-                .collect();
+            let missing: Vec<&str> =
+                refs.targets.iter().filter(|t| !t.vars.contains_key(field)).map(|t| t.name.as_str()).collect();
             if !missing.is_empty() {
                 let shown = if missing.len() > 3 {
                     format!("{} and {} more", missing[..3].join(", "), missing.len() - 3)
@@ -270,12 +278,7 @@ fn check_step(
             format!("step `{}` is defined twice (first at {first}); step names are unique in a plan", step.name),
         ));
     }
-    let refs = Refs {
-        earlier_steps: earlier,
-        secrets,
-        targets: &plan.targets,
-        plan_vars: &plan.vars,
-    };
+    let refs = Refs { earlier_steps: earlier, secrets, targets: &plan.targets, plan_vars: &plan.vars };
     if let Some(w) = &step.when {
         compile(w, CEL_ROOTS, Some(&refs), diags);
     }
@@ -306,8 +309,12 @@ fn check_step(
             check_template(&s.dsn, &refs, diags);
             if s.statements.is_empty() {
                 diags.push(
-                    Diagnostic::new(step.pos.clone(), "missing-key", format!("sql step `{}` has no `sql` and no `statements`", step.name))
-                        .with_help("write sql = \"…\" (with $1, $2… for values and params = […]) or [[…statements]]"),
+                    Diagnostic::new(
+                        step.pos.clone(),
+                        "missing-key",
+                        format!("sql step `{}` has no `sql` and no `statements`", step.name),
+                    )
+                    .with_help("write sql = \"…\" (with $1, $2… for values and params = […]) or [[…statements]]"),
                 );
             }
             for st in &s.statements {
@@ -317,7 +324,10 @@ fn check_step(
                         Diagnostic::new(
                             st.pos.clone(),
                             "sql-params",
-                            format!("the statement uses {wanted} bind parameter(s) ($1…) but {} are given in `params`", st.params.len()),
+                            format!(
+                                "the statement uses {wanted} bind parameter(s) ($1…) but {} are given in `params`",
+                                st.params.len()
+                            ),
                         )
                         .with_help("values go in params = [\"{{ … }}\", …], never into the SQL text"),
                     );
@@ -345,17 +355,16 @@ fn check_step(
                 check_step(plan, p, secrets, names, earlier, diags);
                 roots.push("probe");
             }
-            let refs = Refs {
-                earlier_steps: earlier,
-                secrets,
-                targets: &plan.targets,
-                plan_vars: &plan.vars,
-            };
+            let refs = Refs { earlier_steps: earlier, secrets, targets: &plan.targets, plan_vars: &plan.vars };
             compile(&w.until, &roots, Some(&refs), diags);
         }
         StepKind::Block(b) => {
             if b.steps.is_empty() {
-                diags.push(Diagnostic::new(step.pos.clone(), "empty-block", format!("block `{}` has no steps", step.name)));
+                diags.push(Diagnostic::new(
+                    step.pos.clone(),
+                    "empty-block",
+                    format!("block `{}` has no steps", step.name),
+                ));
             }
             for s in &b.steps {
                 check_step(plan, s, secrets, names, earlier, diags);
@@ -398,11 +407,11 @@ fn max_placeholder(sql: &str) -> usize {
                 // A dollar-quoted string: $tag$ … $tag$.
                 if let Some(end) = sql[i + 1..].find('$') {
                     let tag = &sql[i..i + end + 2];
-                    if tag[1..tag.len() - 1].chars().all(|c| c.is_alphanumeric() || c == '_') {
-                        if let Some(close) = sql[i + tag.len()..].find(tag) {
-                            i += tag.len() + close + tag.len();
-                            continue;
-                        }
+                    if tag[1..tag.len() - 1].chars().all(|c| c.is_alphanumeric() || c == '_')
+                        && let Some(close) = sql[i + tag.len()..].find(tag)
+                    {
+                        i += tag.len() + close + tag.len();
+                        continue;
                     }
                 }
             }

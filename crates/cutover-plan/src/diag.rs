@@ -30,11 +30,7 @@ impl Source {
         let text: Arc<str> = text.into();
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Source {
-            path: path.into(),
-            text,
-            line_starts: starts.into(),
-        }
+        Source { path: path.into(), text, line_starts: starts.into() }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -45,22 +41,14 @@ impl Source {
             Err(i) => i - 1,
         };
         let start = self.line_starts[line];
-        let col = self
-            .text
-            .get(start..offset)
-            .map(|s| s.chars().count())
-            .unwrap_or(offset - start);
+        let col = self.text.get(start..offset).map(|s| s.chars().count()).unwrap_or(offset - start);
         (line + 1, col + 1)
     }
 
     /// A position at the start of `span`.
     pub fn pos(&self, span: Span) -> Pos {
         let (line, column) = self.line_col(span.start);
-        Pos {
-            file: self.path.clone(),
-            line,
-            column,
-        }
+        Pos { file: self.path.clone(), line, column }
     }
 }
 
@@ -75,28 +63,16 @@ pub struct Pos {
 impl Pos {
     /// A position that only names a file (e.g. a file that could not be read).
     pub fn file(path: impl Into<Arc<str>>) -> Self {
-        Pos {
-            file: path.into(),
-            line: 1,
-            column: 1,
-        }
+        Pos { file: path.into(), line: 1, column: 1 }
     }
 
     /// The position `offset` characters further on the same line; used to point
     /// inside a string (a CEL or template error at a column of the expression).
     pub fn shifted(&self, line_delta: usize, column: usize) -> Pos {
         if line_delta == 0 {
-            Pos {
-                file: self.file.clone(),
-                line: self.line,
-                column: self.column + column,
-            }
+            Pos { file: self.file.clone(), line: self.line, column: self.column + column }
         } else {
-            Pos {
-                file: self.file.clone(),
-                line: self.line + line_delta,
-                column: column + 1,
-            }
+            Pos { file: self.file.clone(), line: self.line + line_delta, column: column + 1 }
         }
     }
 }
@@ -119,12 +95,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(pos: Pos, code: &'static str, message: impl Into<String>) -> Self {
-        Diagnostic {
-            pos,
-            code,
-            message: message.into(),
-            help: None,
-        }
+        Diagnostic { pos, code, message: message.into(), help: None }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -162,9 +133,7 @@ impl Diagnostics {
     }
     /// Sorts by file, line and column, and drops exact duplicates.
     pub fn sort(&mut self) {
-        self.0.sort_by(|a, b| {
-            (&a.pos.file, a.pos.line, a.pos.column).cmp(&(&b.pos.file, b.pos.line, b.pos.column))
-        });
+        self.0.sort_by(|a, b| (&a.pos.file, a.pos.line, a.pos.column).cmp(&(&b.pos.file, b.pos.line, b.pos.column)));
         self.0.dedup();
     }
 }

@@ -3,14 +3,13 @@
 use std::time::Duration;
 
 /// A regular expression for the JSON Schema (the parser accepts a little more).
-pub const PATTERN: &str = r"^\s*(\d+(\.\d+)?\s*(ms|msec|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hr|hrs|hour|hours)\s*)+$";
+pub const PATTERN: &str =
+    r"^\s*(\d+(\.\d+)?\s*(ms|msec|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hr|hrs|hour|hours)\s*)+$";
 
 /// Parses a friendly duration with jiff (no sign, no calendar units).
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let d: jiff::SignedDuration = s
-        .trim()
-        .parse()
-        .map_err(|_| "expected a number followed by a unit (ms, s, m, h)".to_string())?;
+    let d: jiff::SignedDuration =
+        s.trim().parse().map_err(|_| "expected a number followed by a unit (ms, s, m, h)".to_string())?;
     if d.is_negative() {
         return Err("a duration cannot be negative".into());
     }

@@ -27,11 +27,7 @@ pub fn compile(source: &str) -> Result<Program, CompileError> {
                 message: first.map(|e| friendly(&e.msg)).unwrap_or_else(|| "syntax error".into()),
             })
         }
-        Err(_) => Err(CompileError {
-            line: 1,
-            column: 1,
-            message: "the expression could not be parsed".into(),
-        }),
+        Err(_) => Err(CompileError { line: 1, column: 1, message: "the expression could not be parsed".into() }),
     }
 }
 
@@ -42,11 +38,7 @@ fn friendly(msg: &str) -> String {
         return msg.to_string();
     };
     let found = rest.split(" expecting").next().unwrap_or(rest);
-    if found == "'<EOF>'" {
-        "the expression ends too early".into()
-    } else {
-        format!("unexpected {found}")
-    }
+    if found == "'<EOF>'" { "the expression ends too early".into() } else { format!("unexpected {found}") }
 }
 
 /// Dotted references an expression makes to variables, as `(root, field)`:
@@ -128,9 +120,7 @@ pub fn eval(program: &Program, ctx: &serde_json::Value) -> Result<Value, String>
     let mut context = Context::default();
     if let Some(obj) = ctx.as_object() {
         for (k, v) in obj {
-            context
-                .add_variable(k.clone(), v.clone())
-                .map_err(|e| format!("cannot bind `{k}`: {e}"))?;
+            context.add_variable(k.clone(), v.clone()).map_err(|e| format!("cannot bind `{k}`: {e}"))?;
         }
     }
     program.execute(&context).map_err(|e| e.to_string())

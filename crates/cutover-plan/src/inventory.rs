@@ -16,20 +16,12 @@ pub fn from_file(path: &Path, at: &Pos, diags: &mut Diagnostics) -> Vec<Target> 
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            diags.push(Diagnostic::new(
-                at.clone(),
-                "targets",
-                format!("cannot read the targets file {shown}: {e}"),
-            ));
+            diags.push(Diagnostic::new(at.clone(), "targets", format!("cannot read the targets file {shown}: {e}")));
             return vec![];
         }
     };
     let src = Source::new(shown.as_str(), text);
-    if tree::is_json_path(&shown) {
-        from_json(&src, diags)
-    } else {
-        from_csv(&src, diags)
-    }
+    if tree::is_json_path(&shown) { from_json(&src, diags) } else { from_csv(&src, diags) }
 }
 
 /// Runs an inventory command (`sh -c`) in `dir` and reads the JSON array it prints.
@@ -108,11 +100,7 @@ fn from_csv(src: &Source, diags: &mut Diagnostics) -> Vec<Target> {
             Err(e) => {
                 let line = e.position().map(|p| p.line() as usize).unwrap_or(1);
                 diags.push(Diagnostic::new(
-                    Pos {
-                        file: src.path.clone(),
-                        line,
-                        column: 1,
-                    },
+                    Pos { file: src.path.clone(), line, column: 1 },
                     "csv",
                     format!("invalid CSV record: {e}"),
                 ));
@@ -120,23 +108,13 @@ fn from_csv(src: &Source, diags: &mut Diagnostics) -> Vec<Target> {
             }
         };
         let line = rec.position().map(|p| p.line() as usize).unwrap_or(1);
-        let pos = Pos {
-            file: src.path.clone(),
-            line,
-            column: 1,
-        };
+        let pos = Pos { file: src.path.clone(), line, column: 1 };
         let name = rec.get(name_col).unwrap_or("").to_string();
         if name.is_empty() {
             diags.push(Diagnostic::new(pos.clone(), "csv", "this row has an empty `name`"));
             continue;
         }
-        let mut t = Target {
-            name,
-            labels: BTreeMap::new(),
-            vars: Default::default(),
-            after: vec![],
-            pos,
-        };
+        let mut t = Target { name, labels: BTreeMap::new(), vars: Default::default(), after: vec![], pos };
         for (h, v) in headers.iter().zip(rec.iter()) {
             if h == "name" || v.is_empty() {
                 continue;
@@ -161,10 +139,7 @@ mod tests {
 
     #[test]
     fn csv_columns_become_labels_vars_and_after() {
-        let src = Source::new(
-            "t.csv",
-            "name,region,vars.dsn,after\na,eu,postgres://x/a,\nb,us,postgres://x/b,a\n",
-        );
+        let src = Source::new("t.csv", "name,region,vars.dsn,after\na,eu,postgres://x/a,\nb,us,postgres://x/b,a\n");
         let mut d = Diagnostics::default();
         let t = from_csv(&src, &mut d);
         assert!(d.is_empty(), "{d}");

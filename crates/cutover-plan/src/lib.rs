@@ -48,11 +48,7 @@ use std::path::{Path, PathBuf};
 pub fn load_file(path: &Path) -> Result<Plan, Diagnostics> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics(vec![Diagnostic::new(
-            Pos::file(shown.as_str()),
-            "read",
-            format!("cannot read the plan: {e}"),
-        )])
+        Diagnostics(vec![Diagnostic::new(Pos::file(shown.as_str()), "read", format!("cannot read the plan: {e}"))])
     })?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
@@ -75,12 +71,7 @@ pub fn load_str(path: &str, text: &str, dir: &Path, targets: Option<Vec<Target>>
         None => inline_or_inventory(&b, &root, dir, &mut diags),
     };
     check::targets(&all_targets, &mut diags);
-    let select = root.get("select").and_then(|n| {
-        Some(Expr {
-            source: n.as_str()?.to_string(),
-            pos: b.content_pos(n),
-        })
-    });
+    let select = root.get("select").and_then(|n| Some(Expr { source: n.as_str()?.to_string(), pos: b.content_pos(n) }));
     let selected = check::select(select.as_ref(), &all_targets, &vars, &mut diags);
 
     let secrets = b.secrets(root.get("secrets"));
@@ -141,7 +132,11 @@ fn inline_or_inventory(b: &build::Builder<'_>, root: &tree::Node, dir: &Path, di
 
 /// The variables a target's expressions and templates see (secrets and
 /// outputs are added by the engine at run time).
-pub fn context(t: &Target, plan_vars: &Vars, outputs: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+pub fn context(
+    t: &Target,
+    plan_vars: &Vars,
+    outputs: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
     let mut vars = plan_vars.clone();
     for (k, v) in &t.vars {
         vars.insert(k.clone(), v.clone());

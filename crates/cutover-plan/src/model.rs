@@ -60,10 +60,7 @@ pub struct Concurrency {
 
 impl Default for Concurrency {
     fn default() -> Self {
-        Concurrency {
-            limit: 4,
-            per_label: BTreeMap::new(),
-        }
+        Concurrency { limit: 4, per_label: BTreeMap::new() }
     }
 }
 

@@ -48,21 +48,11 @@ pub struct Field {
 }
 
 const fn f(name: &'static str, ty: &'static Ty, doc: &'static str) -> Field {
-    Field {
-        name,
-        ty,
-        required: false,
-        doc,
-    }
+    Field { name, ty, required: false, doc }
 }
 
 const fn req(name: &'static str, ty: &'static Ty, doc: &'static str) -> Field {
-    Field {
-        name,
-        ty,
-        required: true,
-        doc,
-    }
+    Field { name, ty, required: true, doc }
 }
 
 static STR: Ty = Ty::Str;
@@ -96,7 +86,11 @@ pub static STEP_COMMON: &[Field] = &[
     f("timeout", &DURATION, "Longest time one attempt may take (e.g. \"30s\")."),
     f("retries", &RETRIES, "How many times a failed attempt is retried (default 0)."),
     f("backoff", &DURATION, "Wait before the first retry, doubled each time (default \"1s\")."),
-    f("idempotent", &BOOL, "Whether the step may be re-run after a crash (default: true for sql in one transaction, false otherwise)."),
+    f(
+        "idempotent",
+        &BOOL,
+        "Whether the step may be re-run after a crash (default: true for sql in one transaction, false otherwise).",
+    ),
 ];
 
 static COMMAND: Ty = Ty::OneOf(&[&TEMPLATE, &TEMPLATE_ARRAY]);
@@ -133,7 +127,11 @@ pub static HTTP_FIELDS: &[Field] = &[
 ];
 
 pub static WAIT_FIELDS: &[Field] = &[
-    req("until", &EXPR, "CEL condition; the step succeeds once it is true (over outputs, vars, and `probe` when a probe is set)."),
+    req(
+        "until",
+        &EXPR,
+        "CEL condition; the step succeeds once it is true (over outputs, vars, and `probe` when a probe is set).",
+    ),
     f("interval", &DURATION, "Time between evaluations (default \"2s\")."),
     f("probe", &STEP, "A step (exec, sql or http) re-run before each evaluation; its outputs are `probe`."),
 ];
@@ -172,7 +170,11 @@ static TARGET_ARRAY: Ty = Ty::Array(&TARGET_TY);
 static TARGET_SOURCE: Table = Table {
     what: "targets",
     fields: &[
-        f("file", &STR, "A CSV (columns: name, after, vars.X, any other column is a label) or JSON file of targets, relative to the plan."),
+        f(
+            "file",
+            &STR,
+            "A CSV (columns: name, after, vars.X, any other column is a label) or JSON file of targets, relative to the plan.",
+        ),
         f("command", &STR, "A shell command printing a JSON array of targets (an inventory)."),
     ],
 };
@@ -208,9 +210,17 @@ pub static PLAN: Table = Table {
         req("name", &STR, "The plan's name."),
         f("description", &STR, "What the plan does."),
         f("targets", &TARGETS, "Inline [[targets]], or { file = \"…\" } or { command = \"…\" }."),
-        f("select", &EXPR, "CEL condition over name, labels and vars: only targets where it holds are part of the run."),
+        f(
+            "select",
+            &EXPR,
+            "CEL condition over name, labels and vars: only targets where it holds are part of the run.",
+        ),
         f("vars", &VARS, "Default vars for every target (a target's own vars win)."),
-        f("secrets", &SECRETS, "Named secrets: \"env:NAME\", \"file:PATH\" or \"command:CMD\"; read as {{ secrets.NAME }}, never stored or printed."),
+        f(
+            "secrets",
+            &SECRETS,
+            "Named secrets: \"env:NAME\", \"file:PATH\" or \"command:CMD\"; read as {{ secrets.NAME }}, never stored or printed.",
+        ),
         f("concurrency", &CONCURRENCY_TY, "Concurrency limits."),
         req("phases", &PHASES, "The phases, in order."),
     ],
@@ -268,12 +278,8 @@ fn check_fields(src: &Source, node: &Node, what: &str, groups: &[&[Field]], diag
     for field in known().filter(|fl| fl.required) {
         if node.get(field.name).is_none() {
             diags.push(
-                Diagnostic::new(
-                    src.pos(node.span),
-                    "missing-key",
-                    format!("missing key `{}` in {named}", field.name),
-                )
-                .with_help(field.doc),
+                Diagnostic::new(src.pos(node.span), "missing-key", format!("missing key `{}` in {named}", field.name))
+                    .with_help(field.doc),
             );
         }
     }
@@ -349,11 +355,7 @@ fn check_value(src: &Source, node: &Node, ty: &Ty, key: &str, diags: &mut Diagno
             }
         }
         (Ty::Enum(names), Value::Str(s)) if !names.contains(&s.as_str()) => {
-            let (code, what) = if key == "kind" {
-                ("unknown-kind", "step kind")
-            } else {
-                ("enum", "value")
-            };
+            let (code, what) = if key == "kind" { ("unknown-kind", "step kind") } else { ("enum", "value") };
             let mut d = Diagnostic::new(
                 src.pos(node.span),
                 code,
@@ -398,10 +400,7 @@ fn check_step(src: &Source, node: &Node, diags: &mut Diagnostics) {
                 .filter(|(k, _)| STEP_COMMON.iter().any(|fl| fl.name == k.name))
                 .cloned()
                 .collect();
-            let only_common = Node {
-                value: Value::Table(entries),
-                span: node.span,
-            };
+            let only_common = Node { value: Value::Table(entries), span: node.span };
             check_fields(src, &only_common, "step", &[STEP_COMMON], diags);
         }
     }

@@ -59,8 +59,7 @@ pub fn render(source: &str, ctx: &serde_json::Value) -> Result<String, TemplateE
     if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
         return Ok(source.to_string());
     }
-    env()
-        .render_str(source, minijinja::value::Value::from(minijinja::value::Serde(ctx))).map_err(|e| error(source, &e))
+    env().render_str(source, minijinja::value::Value::from(minijinja::value::Serde(ctx))).map_err(|e| error(source, &e))
 }
 
 #[cfg(test)]

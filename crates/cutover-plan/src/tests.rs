@@ -42,53 +42,145 @@ fn invalid_plans_are_reported_at_their_position() {
         // 2. No phases at all.
         ("", &["1:1 missing-key: missing key `phases` in plan `p`"]),
         // 3. An unknown top-level key, with a suggestion.
-        ("^phasez = []\n[[phases]]\nname = \"x\"\nsteps = []\n", &["2:1 unknown-key: unknown key `phasez` in plan `p` (expected one of: name, description, targets, select, vars, secrets, concurrency, phases)"]),
+        (
+            "^phasez = []\n[[phases]]\nname = \"x\"\nsteps = []\n",
+            &[
+                "2:1 unknown-key: unknown key `phasez` in plan `p` (expected one of: name, description, targets, select, vars, secrets, concurrency, phases)",
+            ],
+        ),
         // 4. An unknown step kind.
-        (&format!("{STEP}kind = \"shell\"\n"), &["9:8 unknown-kind: unknown step kind \"shell\" for `kind` (expected one of: exec, sql, http, wait, block)"]),
+        (
+            &format!("{STEP}kind = \"shell\"\n"),
+            &[
+                "9:8 unknown-kind: unknown step kind \"shell\" for `kind` (expected one of: exec, sql, http, wait, block)",
+            ],
+        ),
         // 5. A step without kind.
         (&format!("{STEP}command = \"x\"\n"), &["7:1 missing-key: missing key `kind` in step `s1`"]),
         // 6. A key of another kind.
-        (&format!("{STEP}kind = \"exec\"\ncommand = \"true\"\nurl = \"http://x\"\n"), &["11:1 unknown-key: unknown key `url` in step `s1` (expected one of: name, kind, description, when, timeout, retries, backoff, idempotent, command, env, cwd)"]),
+        (
+            &format!("{STEP}kind = \"exec\"\ncommand = \"true\"\nurl = \"http://x\"\n"),
+            &[
+                "11:1 unknown-key: unknown key `url` in step `s1` (expected one of: name, kind, description, when, timeout, retries, backoff, idempotent, command, env, cwd)",
+            ],
+        ),
         // 7. A bad duration.
-        (&format!("{STEP}kind = \"exec\"\ncommand = \"true\"\ntimeout = \"5 parsecs\"\n"), &["11:11 duration: invalid duration \"5 parsecs\" for `timeout`: expected a number followed by a unit (ms, s, m, h)"]),
+        (
+            &format!("{STEP}kind = \"exec\"\ncommand = \"true\"\ntimeout = \"5 parsecs\"\n"),
+            &[
+                "11:11 duration: invalid duration \"5 parsecs\" for `timeout`: expected a number followed by a unit (ms, s, m, h)",
+            ],
+        ),
         // 8. A number where a duration is wanted.
-        (&format!("{STEP}kind = \"exec\"\ncommand = \"true\"\ntimeout = 30\n"), &["11:11 type: `timeout` must be a duration such as \"30s\", \"5m\" or \"1h30m\", found an integer"]),
+        (
+            &format!("{STEP}kind = \"exec\"\ncommand = \"true\"\ntimeout = 30\n"),
+            &["11:11 type: `timeout` must be a duration such as \"30s\", \"5m\" or \"1h30m\", found an integer"],
+        ),
         // 9. Retries out of range.
-        (&format!("{STEP}kind = \"exec\"\ncommand = \"true\"\nretries = -1\n"), &["11:11 range: `retries` must be from 0 to 1000, found -1"]),
+        (
+            &format!("{STEP}kind = \"exec\"\ncommand = \"true\"\nretries = -1\n"),
+            &["11:11 range: `retries` must be from 0 to 1000, found -1"],
+        ),
         // 10. A CEL syntax error, pointed inside the expression.
-        (&format!("{STEP}kind = \"exec\"\ncommand = \"true\"\nwhen = \"labels.x == \"\n"), &["11:21 cel: invalid CEL expression: the expression ends too early"]),
+        (
+            &format!("{STEP}kind = \"exec\"\ncommand = \"true\"\nwhen = \"labels.x == \"\n"),
+            &["11:21 cel: invalid CEL expression: the expression ends too early"],
+        ),
         // 11. An unknown variable in CEL.
-        (&format!("{STEP}kind = \"exec\"\ncommand = \"true\"\nwhen = \"lables.x == 'y'\"\n"), &["11:9 unknown-variable: unknown variable `lables` (expected one of: name, target, labels, vars, outputs)"]),
+        (
+            &format!("{STEP}kind = \"exec\"\ncommand = \"true\"\nwhen = \"lables.x == 'y'\"\n"),
+            &[
+                "11:9 unknown-variable: unknown variable `lables` (expected one of: name, target, labels, vars, outputs)",
+            ],
+        ),
         // 12. A template syntax error.
-        (&format!("{STEP}kind = \"exec\"\ncommand = \"echo {{{{ vars.dsn \"\n"), &["10:25 template: invalid template: syntax error: unexpected end of input, expected end of variable block"]),
+        (
+            &format!("{STEP}kind = \"exec\"\ncommand = \"echo {{{{ vars.dsn \"\n"),
+            &[
+                "10:25 template: invalid template: syntax error: unexpected end of input, expected end of variable block",
+            ],
+        ),
         // 13. A var no target has.
-        (&format!("{STEP}kind = \"exec\"\ncommand = \"echo {{{{ vars.nope }}}}\"\n"), &["10:12 missing-var: var `nope` is not set for target a"]),
+        (
+            &format!("{STEP}kind = \"exec\"\ncommand = \"echo {{{{ vars.nope }}}}\"\n"),
+            &["10:12 missing-var: var `nope` is not set for target a"],
+        ),
         // 14. Outputs of a step that comes later.
-        (&format!("{STEP}kind = \"exec\"\ncommand = \"echo {{{{ outputs.s2.x }}}}\"\n[[phases.steps]]\nname = \"s2\"\nkind = \"exec\"\ncommand = \"true\"\n"), &["10:12 unknown-output: `outputs.s2` refers to no earlier step"]),
+        (
+            &format!(
+                "{STEP}kind = \"exec\"\ncommand = \"echo {{{{ outputs.s2.x }}}}\"\n[[phases.steps]]\nname = \"s2\"\nkind = \"exec\"\ncommand = \"true\"\n"
+            ),
+            &["10:12 unknown-output: `outputs.s2` refers to no earlier step"],
+        ),
         // 15. An undeclared secret.
-        (&format!("{STEP}kind = \"exec\"\ncommand = \"echo {{{{ secrets.pw }}}}\"\n"), &["10:12 unknown-secret: secret `pw` is not declared"]),
+        (
+            &format!("{STEP}kind = \"exec\"\ncommand = \"echo {{{{ secrets.pw }}}}\"\n"),
+            &["10:12 unknown-secret: secret `pw` is not declared"],
+        ),
         // 16. A secret written as a value.
-        ("[secrets]\npw = \"hunter2\"\n[[phases]]\nname = \"x\"\nsteps = []\n", &["6:7 secret-ref: secret `pw` must be a reference, not a value"]),
+        (
+            "[secrets]\npw = \"hunter2\"\n[[phases]]\nname = \"x\"\nsteps = []\n",
+            &["6:7 secret-ref: secret `pw` must be a reference, not a value"],
+        ),
         // 17. Duplicate step names.
-        (&format!("{STEP}kind = \"exec\"\ncommand = \"true\"\n[[phases.steps]]\nname = \"s1\"\nkind = \"exec\"\ncommand = \"true\"\n"), &["11:1 duplicate-step: step `s1` is defined twice (first at p.toml:7:1); step names are unique in a plan"]),
+        (
+            &format!(
+                "{STEP}kind = \"exec\"\ncommand = \"true\"\n[[phases.steps]]\nname = \"s1\"\nkind = \"exec\"\ncommand = \"true\"\n"
+            ),
+            &["11:1 duplicate-step: step `s1` is defined twice (first at p.toml:7:1); step names are unique in a plan"],
+        ),
         // 18. SQL placeholders without params.
-        (&format!("{STEP}kind = \"sql\"\nsql = \"update t set x = $1 where id = $2\"\nparams = [\"1\"]\n"), &["10:8 sql-params: the statement uses 2 bind parameter(s) ($1…) but 1 are given in `params`"]),
+        (
+            &format!("{STEP}kind = \"sql\"\nsql = \"update t set x = $1 where id = $2\"\nparams = [\"1\"]\n"),
+            &["10:8 sql-params: the statement uses 2 bind parameter(s) ($1…) but 1 are given in `params`"],
+        ),
         // 19. An `after` naming no target.
-        ("[[targets]]\nname = \"b\"\nafter = [\"c\"]\n[[phases]]\nname = \"x\"\nsteps = []\n", &["5:1 after: target `b` comes after `c`, which is not a target"]),
+        (
+            "[[targets]]\nname = \"b\"\nafter = [\"c\"]\n[[phases]]\nname = \"x\"\nsteps = []\n",
+            &["5:1 after: target `b` comes after `c`, which is not a target"],
+        ),
         // 20. A cycle in `after`.
-        ("[[targets]]\nname = \"b\"\nafter = [\"c\"]\n[[targets]]\nname = \"c\"\nafter = [\"b\"]\n[[phases]]\nname = \"x\"\nsteps = []\n", &["5:1 after-cycle: the `after` order has a cycle: b → c → b"]),
+        (
+            "[[targets]]\nname = \"b\"\nafter = [\"c\"]\n[[targets]]\nname = \"c\"\nafter = [\"b\"]\n[[phases]]\nname = \"x\"\nsteps = []\n",
+            &["5:1 after-cycle: the `after` order has a cycle: b → c → b"],
+        ),
         // 21. A duplicate target.
-        ("[[targets]]\nname = \"a\"\n[[phases]]\nname = \"x\"\nsteps = []\n", &["5:1 duplicate-target: target `a` is defined twice (first at p.toml:2:1)"]),
+        (
+            "[[targets]]\nname = \"a\"\n[[phases]]\nname = \"x\"\nsteps = []\n",
+            &["5:1 duplicate-target: target `a` is defined twice (first at p.toml:2:1)"],
+        ),
         // 22. A wrong type for a label map.
-        ("[[phases]]\nname = \"x\"\nsteps = \"none\"\n", &["7:9 type: `steps` must be an array of steps, found a string"]),
+        (
+            "[[phases]]\nname = \"x\"\nsteps = \"none\"\n",
+            &["7:9 type: `steps` must be an array of steps, found a string"],
+        ),
         // 23. An unknown HTTP method, with a suggestion.
-        (&format!("{STEP}kind = \"http\"\nurl = \"http://127.0.0.1/\"\nmethod = \"PSOT\"\n"), &["11:10 enum: unknown value \"PSOT\" for `method` (expected one of: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"]),
+        (
+            &format!("{STEP}kind = \"http\"\nurl = \"http://127.0.0.1/\"\nmethod = \"PSOT\"\n"),
+            &[
+                "11:10 enum: unknown value \"PSOT\" for `method` (expected one of: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)",
+            ],
+        ),
         // 24. A wait probe that is a block.
-        (&format!("{STEP}kind = \"wait\"\nuntil = \"probe.ok\"\nprobe = {{ name = \"p\", kind = \"block\", steps = [] }}\n"), &["11:9 probe-kind: a wait probe must be an exec, sql or http step, not block", "11:9 empty-block: block `p` has no steps"]),
+        (
+            &format!(
+                "{STEP}kind = \"wait\"\nuntil = \"probe.ok\"\nprobe = {{ name = \"p\", kind = \"block\", steps = [] }}\n"
+            ),
+            &[
+                "11:9 probe-kind: a wait probe must be an exec, sql or http step, not block",
+                "11:9 empty-block: block `p` has no steps",
+            ],
+        ),
         // 25. A select that does not compile.
-        ("^select = \"labels.region ==\"\n[[phases]]\nname = \"x\"\nsteps = []\n", &["2:27 cel: invalid CEL expression: the expression ends too early"]),
+        (
+            "^select = \"labels.region ==\"\n[[phases]]\nname = \"x\"\nsteps = []\n",
+            &["2:27 cel: invalid CEL expression: the expression ends too early"],
+        ),
         // 26. A targets file that does not exist.
-        ("^targets = { file = \"nope.csv\" }\n[[phases]]\nname = \"x\"\nsteps = []\n", &["2:11 targets: cannot read the targets file ./nope.csv: No such file or directory (os error 2)"]),
+        (
+            "^targets = { file = \"nope.csv\" }\n[[phases]]\nname = \"x\"\nsteps = []\n",
+            &["2:11 targets: cannot read the targets file ./nope.csv: No such file or directory (os error 2)"],
+        ),
     ];
     let mut failures = vec![];
     for (i, (extra, expect)) in cases.iter().enumerate() {

@@ -87,9 +87,9 @@ impl Node {
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Null => serde_json::Value::Null,
             Value::Array(a) => serde_json::Value::Array(a.iter().map(Node::to_json).collect()),
-            Value::Table(e) => serde_json::Value::Object(
-                e.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect(),
-            ),
+            Value::Table(e) => {
+                serde_json::Value::Object(e.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect())
+            }
         }
     }
 
@@ -112,11 +112,7 @@ pub fn is_json_path(path: &str) -> bool {
 
 /// Parses a whole file, TOML or JSON by its extension.
 pub fn parse(src: &Source) -> Result<Node, Diagnostics> {
-    if is_json_path(&src.path) {
-        parse_json(src)
-    } else {
-        parse_toml(src)
-    }
+    if is_json_path(&src.path) { parse_json(src) } else { parse_toml(src) }
 }
 
 pub fn parse_toml(src: &Source) -> Result<Node, Diagnostics> {
@@ -138,10 +134,7 @@ pub fn parse_toml(src: &Source) -> Result<Node, Diagnostics> {
         return Err(diags);
     }
     let span = table.span();
-    Ok(Node {
-        value: toml_table(table.get_ref()),
-        span: Span::new(span.start, span.end),
-    })
+    Ok(Node { value: toml_table(table.get_ref()), span: Span::new(span.start, span.end) })
 }
 
 fn toml_table(t: &toml::de::DeTable<'_>) -> Value {
@@ -149,13 +142,7 @@ fn toml_table(t: &toml::de::DeTable<'_>) -> Value {
         t.iter()
             .map(|(k, v)| {
                 let ks = k.span();
-                (
-                    Key {
-                        name: k.get_ref().to_string(),
-                        span: Span::new(ks.start, ks.end),
-                    },
-                    toml_node(v),
-                )
+                (Key { name: k.get_ref().to_string(), span: Span::new(ks.start, ks.end) }, toml_node(v))
             })
             .collect(),
     )
@@ -180,10 +167,7 @@ fn toml_node(v: &toml::Spanned<toml::de::DeValue<'_>>) -> Node {
         DeValue::Array(a) => Value::Array(a.iter().map(toml_node).collect()),
         DeValue::Table(t) => toml_table(t),
     };
-    Node {
-        value,
-        span: Span::new(span.start, span.end),
-    }
+    Node { value, span: Span::new(span.start, span.end) }
 }
 
 pub fn parse_json(src: &Source) -> Result<Node, Diagnostics> {
@@ -235,23 +219,14 @@ fn json_node(v: &jsonc_parser::ast::Value<'_>) -> Node {
                             ObjectPropName::String(s) => (s.value.to_string(), s.range),
                             ObjectPropName::Word(w) => (w.value.to_string(), w.range),
                         };
-                        (
-                            Key {
-                                name,
-                                span: Span::new(r.start, r.end),
-                            },
-                            json_node(&p.value),
-                        )
+                        (Key { name, span: Span::new(r.start, r.end) }, json_node(&p.value))
                     })
                     .collect(),
             ),
             o.range,
         ),
     };
-    Node {
-        value,
-        span: Span::new(range.start, range.end),
-    }
+    Node { value, span: Span::new(range.start, range.end) }
 }
 
 #[cfg(test)]

@@ -127,9 +127,7 @@ pub enum TestkitError {
 
     /// The process-wide shared cluster for this major failed to start
     /// earlier; it is not retried.
-    #[error(
-        "the shared PostgreSQL {major} cluster of this test process failed to start earlier: {message}"
-    )]
+    #[error("the shared PostgreSQL {major} cluster of this test process failed to start earlier: {message}")]
     SharedStartFailed {
         /// The PostgreSQL major version.
         major: u32,
@@ -158,10 +156,7 @@ impl fmt::Debug for TestkitError {
 
 impl TestkitError {
     pub(crate) fn io(action: impl Into<String>, source: io::Error) -> Self {
-        Self::Io {
-            action: action.into(),
-            source,
-        }
+        Self::Io { action: action.into(), source }
     }
 }
 
@@ -169,9 +164,5 @@ fn join_paths(paths: &[PathBuf]) -> String {
     if paths.is_empty() {
         return "(nowhere)".to_owned();
     }
-    paths
-        .iter()
-        .map(|p: &PathBuf| Path::display(p).to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    paths.iter().map(|p: &PathBuf| Path::display(p).to_string()).collect::<Vec<_>>().join(", ")
 }

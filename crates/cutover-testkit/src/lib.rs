@@ -118,11 +118,7 @@ impl PgCluster {
         check_version(&bin_dir, major)?;
         let psql = find_psql(&bin_dir)?;
         let as_postgres = sys::is_root();
-        let owner = if as_postgres {
-            Some(postgres_user_ids()?)
-        } else {
-            None
-        };
+        let owner = if as_postgres { Some(postgres_user_ids()?) } else { None };
         reap_stale_clusters_once();
 
         let dir = tempfile::Builder::new()
@@ -172,11 +168,7 @@ impl PgCluster {
     /// A libpq/tokio-postgres URL for database `db`:
     /// `postgres://postgres@127.0.0.1:PORT/DB` (no password: trust auth).
     pub fn dsn(&self, db: &str) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/{}",
-            self.port,
-            percent_encode(db)
-        )
+        format!("postgres://postgres@127.0.0.1:{}/{}", self.port, percent_encode(db))
     }
 
     /// The directory of the server binaries used (`initdb`, `pg_ctl`,
@@ -209,10 +201,7 @@ impl PgCluster {
     /// [`TestkitError::Psql`] when the database exists already or the
     /// server refuses.
     pub fn create_database(&self, name: &str) -> Result<String, TestkitError> {
-        self.psql(
-            "postgres",
-            &format!("CREATE DATABASE {}", quote_ident(name)),
-        )?;
+        self.psql("postgres", &format!("CREATE DATABASE {}", quote_ident(name)))?;
         Ok(self.dsn(name))
     }
 
@@ -235,9 +224,7 @@ impl PgCluster {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| TestkitError::io(format!("run {}", self.psql.display()), e))?;
+        let mut child = cmd.spawn().map_err(|e| TestkitError::io(format!("run {}", self.psql.display()), e))?;
         let stdin = child.stdin.take();
         // Feed stdin from another thread so that a large result cannot
         // deadlock against a large script.
@@ -277,20 +264,14 @@ impl PgCluster {
 
     fn prepare_dir(&self, owner: Option<(u32, u32)>) -> Result<(), TestkitError> {
         let owner_file = self.dir.join(OWNER_FILE);
-        let text = format!(
-            "pid={}\nbin_dir={}\n",
-            std::process::id(),
-            self.bin_dir.display()
-        );
-        fs::write(&owner_file, text)
-            .map_err(|e| TestkitError::io(format!("write {}", owner_file.display()), e))?;
+        let text = format!("pid={}\nbin_dir={}\n", std::process::id(), self.bin_dir.display());
+        fs::write(&owner_file, text).map_err(|e| TestkitError::io(format!("write {}", owner_file.display()), e))?;
         fs::create_dir(&self.socket_dir)
             .map_err(|e| TestkitError::io(format!("create {}", self.socket_dir.display()), e))?;
         if let Some((uid, gid)) = owner {
             for path in [&self.dir, &self.socket_dir] {
-                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| {
-                    TestkitError::io(format!("chown {} to postgres", path.display()), e)
-                })?;
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .map_err(|e| TestkitError::io(format!("chown {} to postgres", path.display()), e))?;
             }
         }
         Ok(())
@@ -302,10 +283,11 @@ impl PgCluster {
 
     fn initdb(&self) -> Result<(), TestkitError> {
         let mut cmd = self.tool("initdb");
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
-            .args(["-E", "UTF8", "--locale=C"]);
+        cmd.arg("-D").arg(&self.data_dir).args(["-A", "trust", "-U", "postgres", "--no-sync"]).args([
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
         run(cmd).map(drop)
     }
 
@@ -327,9 +309,7 @@ impl PgCluster {
                 .arg(&self.log_path)
                 .arg("-o")
                 .arg(options);
-            let output = cmd
-                .output()
-                .map_err(|e| TestkitError::io(format!("run {}", describe(&cmd)), e))?;
+            let output = cmd.output().map_err(|e| TestkitError::io(format!("run {}", describe(&cmd)), e))?;
             if output.status.success() {
                 self.port = port;
                 return Ok(());
@@ -415,17 +395,13 @@ pub fn shared(major: u32) -> &'static PgCluster {
 pub fn try_shared(major: u32) -> Result<&'static PgCluster, TestkitError> {
     let slot: &'static SharedSlot = {
         let mut map = lock(SHARED.get_or_init(Mutex::default));
-        map.entry(major)
-            .or_insert_with(|| Box::leak(Box::new(Mutex::new(None))))
+        map.entry(major).or_insert_with(|| Box::leak(Box::new(Mutex::new(None))))
     };
     let mut slot = lock(slot);
     match &*slot {
         Some(Ok(cluster)) => return Ok(cluster),
         Some(Err(message)) => {
-            return Err(TestkitError::SharedStartFailed {
-                major,
-                message: message.clone(),
-            });
+            return Err(TestkitError::SharedStartFailed { major, message: message.clone() });
         }
         None => {}
     }
@@ -458,10 +434,7 @@ extern "C" fn stop_shared_clusters() {
         let clusters = std::mem::take(&mut *lock(&STARTED));
         for cluster in clusters {
             if let Err(e) = cluster.shutdown() {
-                eprintln!(
-                    "cutover-testkit: could not stop the shared PostgreSQL {} cluster: {e}",
-                    cluster.major
-                );
+                eprintln!("cutover-testkit: could not stop the shared PostgreSQL {} cluster: {e}", cluster.major);
             }
         }
     });
@@ -475,16 +448,8 @@ pub fn unique_db_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let suffix = format!("_{}_{n}", std::process::id());
-    let mut name: String = prefix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut name: String =
+        prefix.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
     if name.is_empty() {
         name.push_str("db");
     } else if name.starts_with(|c: char| c.is_ascii_digit()) {
@@ -514,14 +479,9 @@ pub fn pg_root() -> PathBuf {
 /// [`TestkitError::BinariesNotFound`] (naming `scripts/install-test-deps`)
 /// or [`TestkitError::BadBinOverride`].
 pub fn find_bin_dir(major: u32) -> Result<PathBuf, TestkitError> {
-    if let Some(dir) = std::env::var_os(format!("CUTOVER_PG{major}_BIN")).filter(|v| !v.is_empty())
-    {
+    if let Some(dir) = std::env::var_os(format!("CUTOVER_PG{major}_BIN")).filter(|v| !v.is_empty()) {
         let dir = PathBuf::from(dir);
-        return if has_server_binaries(&dir) {
-            Ok(dir)
-        } else {
-            Err(TestkitError::BadBinOverride { major, dir })
-        };
+        return if has_server_binaries(&dir) { Ok(dir) } else { Err(TestkitError::BadBinOverride { major, dir }) };
     }
     let mut searched = Vec::new();
     let debian = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
@@ -545,14 +505,8 @@ pub fn find_bin_dir(major: u32) -> Result<PathBuf, TestkitError> {
 
 fn pg_config_bindir(major: u32) -> Option<PathBuf> {
     let capture = |arg: &str| -> Option<String> {
-        let output = base_command(Path::new("pg_config"), false)
-            .arg(arg)
-            .output()
-            .ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        let output = base_command(Path::new("pg_config"), false).arg(arg).output().ok()?;
+        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
     };
     if parse_major(&capture("--version")?) != Some(major) {
         return None;
@@ -561,9 +515,7 @@ fn pg_config_bindir(major: u32) -> Option<PathBuf> {
 }
 
 fn has_server_binaries(dir: &Path) -> bool {
-    ["initdb", "pg_ctl", "postgres"]
-        .iter()
-        .all(|name| is_executable(&dir.join(name)))
+    ["initdb", "pg_ctl", "postgres"].iter().all(|name| is_executable(&dir.join(name)))
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -588,11 +540,7 @@ fn check_version(bin_dir: &Path, major: u32) -> Result<(), TestkitError> {
     if parse_major(&found) == Some(major) {
         Ok(())
     } else {
-        Err(TestkitError::VersionMismatch {
-            expected: major,
-            path: postgres,
-            found,
-        })
+        Err(TestkitError::VersionMismatch { expected: major, path: postgres, found })
     }
 }
 
@@ -601,13 +549,7 @@ fn check_version(bin_dir: &Path, major: u32) -> Result<(), TestkitError> {
 fn find_psql(bin_dir: &Path) -> Result<PathBuf, TestkitError> {
     if let Some(path) = std::env::var_os("CUTOVER_PSQL").filter(|v| !v.is_empty()) {
         let path = PathBuf::from(path);
-        return if is_executable(&path) {
-            Ok(path)
-        } else {
-            Err(TestkitError::PsqlNotFound {
-                searched: vec![path],
-            })
-        };
+        return if is_executable(&path) { Ok(path) } else { Err(TestkitError::PsqlNotFound { searched: vec![path] }) };
     }
     let mut candidates = vec![bin_dir.join("psql")];
     let mut debian: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
@@ -624,9 +566,7 @@ fn find_psql(bin_dir: &Path) -> Result<PathBuf, TestkitError> {
     candidates.push(PathBuf::from("/usr/bin/psql"));
     match candidates.iter().find(|path| is_executable(path)) {
         Some(path) => Ok(path.clone()),
-        None => Err(TestkitError::PsqlNotFound {
-            searched: candidates,
-        }),
+        None => Err(TestkitError::PsqlNotFound { searched: candidates }),
     }
 }
 
@@ -635,10 +575,7 @@ fn postgres_user_ids() -> Result<(u32, u32), TestkitError> {
     static IDS: OnceLock<Option<(u32, u32)>> = OnceLock::new();
     let ids = IDS.get_or_init(|| {
         let id = |flag: &str| -> Option<u32> {
-            let output = base_command(Path::new("id"), false)
-                .args([flag, "postgres"])
-                .output()
-                .ok()?;
+            let output = base_command(Path::new("id"), false).args([flag, "postgres"]).output().ok()?;
             if !output.status.success() {
                 return None;
             }
@@ -688,9 +625,7 @@ fn describe(cmd: &Command) -> String {
 }
 
 fn run(mut cmd: Command) -> Result<Output, TestkitError> {
-    let output = cmd
-        .output()
-        .map_err(|e| TestkitError::io(format!("run `{}`", describe(&cmd)), e))?;
+    let output = cmd.output().map_err(|e| TestkitError::io(format!("run `{}`", describe(&cmd)), e))?;
     if output.status.success() {
         Ok(output)
     } else {
@@ -705,20 +640,13 @@ fn run(mut cmd: Command) -> Result<Output, TestkitError> {
 fn combined_output(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    [stderr.trim(), stdout.trim()]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("\n")
+    [stderr.trim(), stdout.trim()].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("\n")
 }
 
 fn free_port() -> Result<u16, TestkitError> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| TestkitError::io("bind a free port on 127.0.0.1", e))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| TestkitError::io("read the port of a bound socket", e))?
-        .port();
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| TestkitError::io("bind a free port on 127.0.0.1", e))?;
+    let port = listener.local_addr().map_err(|e| TestkitError::io("read the port of a bound socket", e))?.port();
     Ok(port)
 }
 
@@ -734,26 +662,13 @@ fn stop_postmaster(bin_dir: &Path, data_dir: &Path, as_postgres: bool) -> Result
         return Ok(());
     }
     let mut cmd = base_command(&bin_dir.join("pg_ctl"), as_postgres);
-    cmd.args([
-        "stop",
-        "-m",
-        "immediate",
-        "-w",
-        "-t",
-        PG_CTL_TIMEOUT_SECS,
-        "-D",
-    ])
-    .arg(data_dir);
+    cmd.args(["stop", "-m", "immediate", "-w", "-t", PG_CTL_TIMEOUT_SECS, "-D"]).arg(data_dir);
     let Err(pg_ctl_error) = run(cmd) else {
         return Ok(());
     };
     let Some(pid) = read_postmaster_pid(&pid_file) else {
         // No pid file any more (or an unreadable one): nothing runs there.
-        return if pid_file.exists() {
-            Err(pg_ctl_error)
-        } else {
-            Ok(())
-        };
+        return if pid_file.exists() { Err(pg_ctl_error) } else { Ok(()) };
     };
     if !is_postmaster_of(pid, data_dir) {
         // Stale pid file: that postmaster is gone (or the pid is reused by
@@ -774,13 +689,7 @@ fn stop_postmaster(bin_dir: &Path, data_dir: &Path, as_postgres: bool) -> Result
 }
 
 fn read_postmaster_pid(pid_file: &Path) -> Option<i32> {
-    fs::read_to_string(pid_file)
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+    fs::read_to_string(pid_file).ok()?.lines().next()?.trim().parse().ok()
 }
 
 /// Whether process `pid` runs with `-D data_dir` on its command line, as
@@ -800,9 +709,7 @@ fn process_alive(pid: i32) -> bool {
     };
     // The state follows the parenthesised command name, which may itself
     // contain parentheses.
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
     !matches!(state, Some("Z" | "X" | "x") | None)
 }
 
@@ -837,31 +744,20 @@ fn reap_stale_clusters() {
         let Ok(owner) = fs::read_to_string(dir.join(OWNER_FILE)) else {
             continue;
         };
-        let field = |key: &str| {
-            owner
-                .lines()
-                .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
-        };
-        let (Some(pid), Some(bin_dir)) = (
-            field("pid").and_then(|p| p.parse::<i32>().ok()),
-            field("bin_dir"),
-        ) else {
+        let field = |key: &str| owner.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix('='));
+        let (Some(pid), Some(bin_dir)) = (field("pid").and_then(|p| p.parse::<i32>().ok()), field("bin_dir")) else {
             continue;
         };
         if process_alive(pid) {
             continue;
         }
-        let result = stop_postmaster(Path::new(bin_dir), &dir.join("data"), as_postgres)
-            .and_then(|()| remove_dir(&dir));
+        let result =
+            stop_postmaster(Path::new(bin_dir), &dir.join("data"), as_postgres).and_then(|()| remove_dir(&dir));
         match result {
-            Ok(()) => eprintln!(
-                "cutover-testkit: removed the stale cluster {} left by test process {pid}",
-                dir.display()
-            ),
-            Err(e) => eprintln!(
-                "cutover-testkit: could not remove the stale cluster {}: {e}",
-                dir.display()
-            ),
+            Ok(()) => {
+                eprintln!("cutover-testkit: removed the stale cluster {} left by test process {pid}", dir.display())
+            }
+            Err(e) => eprintln!("cutover-testkit: could not remove the stale cluster {}: {e}", dir.display()),
         }
     }
 }

@@ -55,7 +55,9 @@ pub enum Command {
     Validate { plan: PathBuf },
 
     /// Print the plan's JSON Schema, for editors that complete and check plan files.
-    #[command(after_help = "Example (VS Code with Even Better TOML / taplo):\n  cutover schema > cutover.schema.json\n  # then, first line of the plan:  #:schema ./cutover.schema.json")]
+    #[command(
+        after_help = "Example (VS Code with Even Better TOML / taplo):\n  cutover schema > cutover.schema.json\n  # then, first line of the plan:  #:schema ./cutover.schema.json"
+    )]
     Schema,
 
     /// Dry run: the resolved steps per target, in order. Nothing is executed.
@@ -64,7 +66,9 @@ pub enum Command {
 
     /// Start a run of a plan in the foreground. Ctrl-C pauses cleanly (steps in
     /// flight finish); a second Ctrl-C aborts (finally steps still run).
-    #[command(after_help = "Example:\n  cutover run plan.toml\n  CUTOVER_STATE=/var/lib/cutover/state.db cutover run plan.toml --output json")]
+    #[command(
+        after_help = "Example:\n  cutover run plan.toml\n  CUTOVER_STATE=/var/lib/cutover/state.db cutover run plan.toml --output json"
+    )]
     Run { plan: PathBuf },
 
     /// Continue a paused, interrupted or failed run from its recorded state.

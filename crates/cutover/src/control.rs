@@ -2,7 +2,7 @@
 //! first; a live driver applies it, otherwise the command applies it itself.
 
 use crate::cli::Output;
-use crate::output::{usage, actor, json};
+use crate::output::{actor, json, usage};
 use crate::run::open_engine;
 use crate::show;
 use cutover_engine::control::{Applied, apply};
@@ -24,7 +24,7 @@ async fn handled(engine: &Engine, id: i64) -> anyhow::Result<bool> {
 }
 
 fn check_run(engine: &Engine, run: &str) -> anyhow::Result<cutover_engine::model::RunRecord> {
-    engine.store().run(run).map_err(|e| usage(e))
+    engine.store().run(run).map_err(usage)
 }
 
 fn report(out: Output, run: &str, action: Action, done: bool, message: &str) -> anyhow::Result<()> {
@@ -44,7 +44,10 @@ pub async fn pause(state: &str, run: &str, out: Output) -> anyhow::Result<i32> {
     if let Some(l) = engine.live_holder(run)? {
         let ok = handled(&engine, id).await?;
         let msg = if ok {
-            format!("run {run}: pause requested; process {} stops starting steps and pauses once steps in flight finish", l.pid)
+            format!(
+                "run {run}: pause requested; process {} stops starting steps and pauses once steps in flight finish",
+                l.pid
+            )
         } else {
             format!("run {run}: pause recorded; process {} has not picked it up yet", l.pid)
         };
@@ -73,7 +76,13 @@ pub async fn abort(state: &str, run: &str, out: Output) -> anyhow::Result<i32> {
     let id = engine.store().add_request(run, Action::Abort, None, &who, None)?;
     if let Some(l) = engine.live_holder(run)? {
         let ok = handled(&engine, id).await?;
-        report(out, run, Action::Abort, ok, &format!("run {run}: abort requested; process {} stops steps in flight and runs finally steps", l.pid))?;
+        report(
+            out,
+            run,
+            Action::Abort,
+            ok,
+            &format!("run {run}: abort requested; process {} stops steps in flight and runs finally steps", l.pid),
+        )?;
         return Ok(3);
     }
     // Nobody drives the run: this process does the abort itself, so open
@@ -90,10 +99,17 @@ pub async fn abort(state: &str, run: &str, out: Output) -> anyhow::Result<i32> {
     }
 }
 
-pub async fn target_action(state: &str, run: &str, target: &str, note: Option<String>, retry: bool, out: Output) -> anyhow::Result<i32> {
+pub async fn target_action(
+    state: &str,
+    run: &str,
+    target: &str,
+    note: Option<String>,
+    retry: bool,
+    out: Output,
+) -> anyhow::Result<i32> {
     let engine = open_engine(state)?;
     let rec = check_run(&engine, run)?;
-    engine.store().target(run, target).map_err(|e| usage(e))?;
+    engine.store().target(run, target).map_err(usage)?;
     let action = if retry { Action::Retry } else { Action::Skip };
     let who = actor();
     let id = engine.store().add_request(run, action, Some(target), &who, note.as_deref())?;
@@ -103,13 +119,7 @@ pub async fn target_action(state: &str, run: &str, target: &str, note: Option<St
         return Ok(0);
     }
     let plan = engine.load_plan(&rec)?;
-    let req = Request {
-        id,
-        action,
-        target: Some(target.to_string()),
-        actor: who,
-        note,
-    };
+    let req = Request { id, action, target: Some(target.to_string()), actor: who, note };
     let applied = apply(engine.store().as_ref(), &plan, run, &req)?;
     engine.store().mark_request_handled(id)?;
     match applied {

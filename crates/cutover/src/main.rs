@@ -11,11 +11,7 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Cli::parse();
-    let code = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let code = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt.block_on(dispatch(args)),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -38,8 +34,12 @@ async fn dispatch(args: cli::Cli) -> i32 {
         cli::Command::Events { run, follow } => show::events(&args.state, &run, follow, out).await,
         cli::Command::Pause { run } => control::pause(&args.state, &run, out).await,
         cli::Command::Abort { run } => control::abort(&args.state, &run, out).await,
-        cli::Command::Retry { run, target, note } => control::target_action(&args.state, &run, &target, note, true, out).await,
-        cli::Command::Skip { run, target, note } => control::target_action(&args.state, &run, &target, note, false, out).await,
+        cli::Command::Retry { run, target, note } => {
+            control::target_action(&args.state, &run, &target, note, true, out).await
+        }
+        cli::Command::Skip { run, target, note } => {
+            control::target_action(&args.state, &run, &target, note, false, out).await
+        }
         cli::Command::Completions { shell } => {
             cli::completions(shell);
             Ok(0)

@@ -19,10 +19,7 @@ impl std::error::Error for Exit {}
 
 /// The command could not start (exit code 2): bad state file, unknown run…
 pub fn usage(e: impl fmt::Display) -> anyhow::Error {
-    anyhow::Error::new(Exit {
-        code: 2,
-        message: e.to_string(),
-    })
+    anyhow::Error::new(Exit { code: 2, message: e.to_string() })
 }
 
 /// Prints rows as aligned columns.

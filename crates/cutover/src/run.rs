@@ -1,7 +1,7 @@
 //! `run` and `resume`: drive a run in the foreground with live progress.
 
 use crate::cli::Output;
-use crate::output::{usage, actor};
+use crate::output::{actor, usage};
 use crate::show;
 use cutover_engine::Engine;
 use cutover_engine::model::{Action, Event, RunState};
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn open_engine(state: &str) -> anyhow::Result<Engine> {
-    let store = cutover_engine::store::open(state).map_err(|e| usage(e))?;
+    let store = cutover_engine::store::open(state).map_err(usage)?;
     Ok(Engine::new(Arc::from(store)))
 }
 
@@ -31,7 +31,7 @@ pub async fn run(state: &str, plan_path: &Path, out: Output) -> anyhow::Result<i
     let engine = open_engine(state)?;
     // Secrets are read before the run is recorded: a missing one stops
     // everything before any target is touched.
-    cutover_engine::secrets::resolve(&plan.secrets, &plan.dir, engine.redactor()).map_err(|e| usage(e))?;
+    cutover_engine::secrets::resolve(&plan.secrets, &plan.dir, engine.redactor()).map_err(usage)?;
     let run_id = engine.create_run(&plan, &text)?;
     eprintln!("run {run_id}: plan `{}` over {} target(s)", plan.name, plan.targets.len());
     drive(&engine, &run_id, plan.targets.len() as u64, out).await
@@ -39,7 +39,7 @@ pub async fn run(state: &str, plan_path: &Path, out: Output) -> anyhow::Result<i
 
 pub async fn resume(state: &str, run_id: &str, out: Output) -> anyhow::Result<i32> {
     let engine = open_engine(state)?;
-    let total = engine.store().targets(run_id).map_err(|e| usage(e))?.len() as u64;
+    let total = engine.store().targets(run_id).map_err(usage)?.len() as u64;
     eprintln!("resuming run {run_id}");
     drive(&engine, run_id, total, out).await
 }
@@ -54,7 +54,11 @@ async fn drive(engine: &Engine, run_id: &str, total: u64, out: Output) -> anyhow
     let _ = presenter.await;
     let state = match result {
         Ok(s) => s,
-        Err(e @ (cutover_engine::EngineError::Held { .. } | cutover_engine::EngineError::Ended { .. } | cutover_engine::EngineError::Secret(_))) => {
+        Err(
+            e @ (cutover_engine::EngineError::Held { .. }
+            | cutover_engine::EngineError::Ended { .. }
+            | cutover_engine::EngineError::Secret(_)),
+        ) => {
             return Err(usage(e));
         }
         Err(cutover_engine::EngineError::Store(e)) => return Err(usage(e)),
@@ -88,7 +92,8 @@ async fn ctrl_c(engine: Engine, run_id: String) {
 /// Shows events: progress bars on a terminal, one line per event otherwise.
 async fn present(mut rx: tokio::sync::broadcast::Receiver<Event>, total: u64) {
     let tty = std::io::stderr().is_terminal();
-    let multi = MultiProgress::with_draw_target(if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let multi =
+        MultiProgress::with_draw_target(if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
     let bar = multi.add(ProgressBar::new(total));
     bar.set_style(
         ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} targets  {msg}  ({elapsed})")
@@ -114,7 +119,10 @@ async fn present(mut rx: tokio::sync::broadcast::Receiver<Event>, total: u64) {
         match ev.kind.as_str() {
             "target_started" => {
                 let l = multi.add(ProgressBar::new_spinner());
-                l.set_style(ProgressStyle::with_template("  {spinner} {prefix}: {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                l.set_style(
+                    ProgressStyle::with_template("  {spinner} {prefix}: {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
                 l.set_prefix(target.clone());
                 l.enable_steady_tick(Duration::from_millis(120));
                 lines.insert(target, l);

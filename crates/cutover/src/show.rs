@@ -1,7 +1,7 @@
 //! Commands that print: validate, schema, plan, status, runs, events.
 
 use crate::cli::Output;
-use crate::output::{usage, json, table};
+use crate::output::{json, table, usage};
 use crate::run::{event_line, open_engine};
 use cutover_engine::Engine;
 use cutover_engine::model::{RunState, TargetState};
@@ -14,7 +14,9 @@ pub fn validate(path: &Path, out: Output) -> anyhow::Result<i32> {
         Ok(plan) => {
             let steps = plan.all_steps().len();
             if out == Output::Json {
-                json(&json!({ "valid": true, "plan": plan.name, "targets": plan.all_targets.len(), "selected": plan.targets.len(), "phases": plan.phases.len(), "steps": steps, "diagnostics": [] }))?;
+                json(
+                    &json!({ "valid": true, "plan": plan.name, "targets": plan.all_targets.len(), "selected": plan.targets.len(), "phases": plan.phases.len(), "steps": steps, "diagnostics": [] }),
+                )?;
             } else {
                 println!(
                     "{}: plan `{}` is valid: {} target(s) ({} selected), {} phase(s), {} step(s)",
@@ -63,7 +65,8 @@ pub fn plan(path: &Path, out: Output) -> anyhow::Result<i32> {
     for t in &plan.targets {
         let mut ctx = cutover_plan::context(t, &plan.vars, &Default::default());
         if let Some(o) = ctx.as_object_mut() {
-            let secrets: serde_json::Map<_, _> = plan.secrets.iter().map(|s| (s.name.clone(), json!(format!("<secret:{}>", s.name)))).collect();
+            let secrets: serde_json::Map<_, _> =
+                plan.secrets.iter().map(|s| (s.name.clone(), json!(format!("<secret:{}>", s.name)))).collect();
             o.insert("secrets".into(), serde_json::Value::Object(secrets));
             o.insert("plan".into(), json!({ "name": plan.name }));
             o.insert("run".into(), json!({ "id": "<run id>" }));
@@ -90,14 +93,25 @@ pub fn plan(path: &Path, out: Output) -> anyhow::Result<i32> {
     for t in &all {
         println!("\ntarget {}{}", t["target"].as_str().unwrap_or(""), after_note(t));
         for s in t["steps"].as_array().into_iter().flatten() {
-            println!("  {:<12} {:<24} {}", s["phase"].as_str().unwrap_or(""), s["step"].as_str().unwrap_or(""), s["action"].as_str().unwrap_or(""));
+            println!(
+                "  {:<12} {:<24} {}",
+                s["phase"].as_str().unwrap_or(""),
+                s["step"].as_str().unwrap_or(""),
+                s["action"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(0)
 }
 
 fn print_plan_header(plan: &Plan) {
-    println!("plan `{}`: {} of {} target(s) selected; at most {} at once", plan.name, plan.targets.len(), plan.all_targets.len(), plan.concurrency.limit);
+    println!(
+        "plan `{}`: {} of {} target(s) selected; at most {} at once",
+        plan.name,
+        plan.targets.len(),
+        plan.all_targets.len(),
+        plan.concurrency.limit
+    );
     for (l, n) in &plan.concurrency.per_label {
         println!("  at most {n} at once per `{l}`");
     }
@@ -106,7 +120,9 @@ fn print_plan_header(plan: &Plan) {
 
 fn after_note(t: &serde_json::Value) -> String {
     match t["after"].as_array() {
-        Some(a) if !a.is_empty() => format!(" (after {})", a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")),
+        Some(a) if !a.is_empty() => {
+            format!(" (after {})", a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+        }
         _ => String::new(),
     }
 }
@@ -127,7 +143,9 @@ fn describe(s: &Step, phase: &str, prefix: &str, ctx: &serde_json::Value, out: &
             x.statements.iter().map(|s| s.sql.trim().to_string()).collect::<Vec<_>>().join("; ")
         ),
         StepKind::Http(x) => format!("http: {} {}", x.method, render(&x.url, ctx)),
-        StepKind::Wait(x) => format!("wait until {} (every {})", x.until.source, cutover_plan::duration::format(x.interval)),
+        StepKind::Wait(x) => {
+            format!("wait until {} (every {})", x.until.source, cutover_plan::duration::format(x.interval))
+        }
         StepKind::Block(_) => "block".to_string(),
     };
     let mut flags = vec![];
@@ -184,7 +202,7 @@ pub fn status(state: &str, run: Option<&str>, out: Output) -> anyhow::Result<i32
 /// The state of a run and its targets.
 pub fn summary(engine: &Engine, run: &str, out: Output) -> anyhow::Result<()> {
     let store = engine.store();
-    let rec = store.run(run).map_err(|e| usage(e))?;
+    let rec = store.run(run).map_err(usage)?;
     let targets = store.targets(run)?;
     let live = engine.live_holder(run)?;
     if out == Output::Json {
@@ -204,7 +222,12 @@ pub fn summary(engine: &Engine, run: &str, out: Output) -> anyhow::Result<()> {
     println!(
         "{}",
         c.as_object()
-            .map(|o| o.iter().filter(|(_, v)| v.as_u64() != Some(0)).map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "))
+            .map(|o| o
+                .iter()
+                .filter(|(_, v)| v.as_u64() != Some(0))
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", "))
             .unwrap_or_default()
     );
     let rows: Vec<Vec<String>> = targets
@@ -221,10 +244,12 @@ pub fn summary(engine: &Engine, run: &str, out: Output) -> anyhow::Result<()> {
         .collect();
     table(&["TARGET", "STATE", "PHASE", "STEP", "MESSAGE"], &rows);
     match rec.state {
-        RunState::NeedsAttention | RunState::Failed => {
-            if targets.iter().any(|t| matches!(t.state, TargetState::NeedsAttention | TargetState::Failed)) {
-                println!("\nnext: `cutover retry {run} TARGET` or `cutover skip {run} TARGET`, then `cutover resume {run}`");
-            }
+        RunState::NeedsAttention | RunState::Failed
+            if targets.iter().any(|t| matches!(t.state, TargetState::NeedsAttention | TargetState::Failed)) =>
+        {
+            println!(
+                "\nnext: `cutover retry {run} TARGET` or `cutover skip {run} TARGET`, then `cutover resume {run}`"
+            );
         }
         RunState::Paused => println!("\nnext: `cutover resume {run}`"),
         _ => {}
@@ -253,7 +278,9 @@ pub fn runs(state: &str, out: Output) -> anyhow::Result<i32> {
     }
     let rows: Vec<Vec<String>> = runs
         .iter()
-        .map(|r| vec![r.id.clone(), r.plan_name.clone(), r.state.to_string(), r.created_at.clone(), r.updated_at.clone()])
+        .map(|r| {
+            vec![r.id.clone(), r.plan_name.clone(), r.state.to_string(), r.created_at.clone(), r.updated_at.clone()]
+        })
         .collect();
     table(&["RUN", "PLAN", "STATE", "CREATED", "UPDATED"], &rows);
     Ok(0)
@@ -261,7 +288,7 @@ pub fn runs(state: &str, out: Output) -> anyhow::Result<i32> {
 
 pub async fn events(state: &str, run: &str, follow: bool, out: Output) -> anyhow::Result<i32> {
     let engine = open_engine(state)?;
-    engine.store().run(run).map_err(|e| usage(e))?;
+    engine.store().run(run).map_err(usage)?;
     let mut last = 0;
     loop {
         for ev in engine.store().events(run, last)? {

@@ -10,10 +10,7 @@ use std::process::Stdio;
 pub async fn run(s: &ExecStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
     let argv: Vec<String> = match &s.command {
         Command::Shell(t) => vec!["sh".into(), "-c".into(), ctx.render(t, "the command")?],
-        Command::Argv(v) => v
-            .iter()
-            .map(|t| ctx.render(t, "the command"))
-            .collect::<Result<_, _>>()?,
+        Command::Argv(v) => v.iter().map(|t| ctx.render(t, "the command")).collect::<Result<_, _>>()?,
     };
     let Some((program, args)) = argv.split_first() else {
         return Err(ctx.fail("the command is empty"));
@@ -46,10 +43,7 @@ pub async fn run(s: &ExecStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> 
         }
     })?;
     let guard = GroupGuard::new(child.id());
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| ctx.fail(format!("waiting for {program}: {e}")))?;
+    let out = child.wait_with_output().await.map_err(|e| ctx.fail(format!("waiting for {program}: {e}")))?;
     guard.disarm();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

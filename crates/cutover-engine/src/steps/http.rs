@@ -8,7 +8,8 @@ use serde_json::Value;
 pub async fn run(s: &HttpStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
     let url = ctx.render(&s.url, "the url")?;
     ctx.redactor.add_url_password(&url);
-    let method = reqwest::Method::from_bytes(s.method.as_bytes()).map_err(|_| ctx.fail(format!("invalid method {}", s.method)))?;
+    let method = reqwest::Method::from_bytes(s.method.as_bytes())
+        .map_err(|_| ctx.fail(format!("invalid method {}", s.method)))?;
     let mut req = ctx.http.request(method, &url);
     for (k, v) in &s.headers {
         req = req.header(k.as_str(), ctx.render(v, &format!("header {k}"))?);
@@ -27,11 +28,7 @@ pub async fn run(s: &HttpStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> 
     })?;
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
-    let ok = if s.expect_status.is_empty() {
-        (200..300).contains(&status)
-    } else {
-        s.expect_status.contains(&status)
-    };
+    let ok = if s.expect_status.is_empty() { (200..300).contains(&status) } else { s.expect_status.contains(&status) };
     if !ok {
         let expected = if s.expect_status.is_empty() {
             "2xx".to_string()

@@ -21,9 +21,7 @@ pub async fn run(s: &SqlStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
             .collect::<Result<Vec<_>, _>>()?;
         statements.push((st.sql.clone(), params));
     }
-    let client = cutover_pg::connect(&dsn, CONNECT_TIMEOUT)
-        .await
-        .map_err(|e| ctx.fail(e.to_string()))?;
+    let client = cutover_pg::connect(&dsn, CONNECT_TIMEOUT).await.map_err(|e| ctx.fail(e.to_string()))?;
     cutover_pg::run_statements(&client, &statements, s.transaction)
         .await
         .map_err(|e| ctx.fail(format!("on {}: {e}", cutover_pg::describe(&dsn))))

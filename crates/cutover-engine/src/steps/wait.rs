@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub async fn run(s: &WaitStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
-    let program = cutover_plan::expr::compile(&s.until.source).map_err(|e| ctx.fail(format!("invalid `until`: {}", e.message)))?;
+    let program = cutover_plan::expr::compile(&s.until.source)
+        .map_err(|e| ctx.fail(format!("invalid `until`: {}", e.message)))?;
     let deadline = Instant::now() + ctx.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let mut checks: u64 = 0;
     loop {
@@ -17,11 +18,7 @@ pub async fn run(s: &WaitStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> 
         let mut vars = ctx.vars.clone();
         let mut last_probe = Value::Null;
         if let Some(p) = &s.probe {
-            let probe_ctx = StepCtx {
-                step: &p.name,
-                timeout: p.timeout,
-                ..*ctx
-            };
+            let probe_ctx = StepCtx { step: &p.name, timeout: p.timeout, ..*ctx };
             // A failing probe is a reading, not the end of the wait: the
             // condition sees it as `probe.error`.
             let result = match p.timeout {
@@ -53,11 +50,7 @@ pub async fn run(s: &WaitStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> 
             Err(e) => return Err(ctx.fail(format!("`until` cannot be evaluated: {e}"))),
         }
         if Instant::now() + s.interval > deadline {
-            let seen = if last_probe.is_null() {
-                String::new()
-            } else {
-                format!("; last probe: {last_probe}")
-            };
+            let seen = if last_probe.is_null() { String::new() } else { format!("; last probe: {last_probe}") };
             return Err(ctx.fail(format!("`{}` did not hold after {checks} checks{seen}", s.until.source)));
         }
         tokio::time::sleep(s.interval).await;

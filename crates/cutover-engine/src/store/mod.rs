@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 pub enum StoreError {
     #[error("the state file {path} is locked by another process (waited {waited}); is another cutover running?")]
     Locked { path: String, waited: String },
-    #[error("the state file {path} was written by a newer cutover (state schema {found}, this binary knows up to {known}); use a newer cutover")]
+    #[error(
+        "the state file {path} was written by a newer cutover (state schema {found}, this binary knows up to {known}); use a newer cutover"
+    )]
     TooNew { path: String, found: i64, known: i64 },
     #[error("cannot open the state file {path}: {message}")]
     Open { path: String, message: String },
@@ -43,7 +45,14 @@ pub trait Store: Send + Sync {
     fn target(&self, run: &str, target: &str) -> Result<TargetRecord>;
     /// Sets a target's state (stamping its start or end time), and records
     /// `event` in the same transaction, so the log never misses a transition.
-    fn set_target_state(&self, run: &str, target: &str, state: TargetState, message: Option<&str>, event: Option<&NewEvent>) -> Result<Option<Event>>;
+    fn set_target_state(
+        &self,
+        run: &str,
+        target: &str,
+        state: TargetState,
+        message: Option<&str>,
+        event: Option<&NewEvent>,
+    ) -> Result<Option<Event>>;
     fn set_target_position(&self, run: &str, target: &str, phase: Option<&str>, step: Option<&str>) -> Result<()>;
     fn set_skip_requested(&self, run: &str, target: &str, requested: bool) -> Result<()>;
 
@@ -68,7 +77,14 @@ pub trait Store: Send + Sync {
     /// to take over from a holder known to be dead).
     fn steal_lease(&self, run: &str, expected: &Lease, lease: &Lease) -> Result<bool>;
 
-    fn add_request(&self, run: &str, action: Action, target: Option<&str>, actor: &str, note: Option<&str>) -> Result<i64>;
+    fn add_request(
+        &self,
+        run: &str,
+        action: Action,
+        target: Option<&str>,
+        actor: &str,
+        note: Option<&str>,
+    ) -> Result<i64>;
     fn pending_requests(&self, run: &str) -> Result<Vec<Request>>;
     fn mark_request_handled(&self, id: i64) -> Result<()>;
     fn request_handled(&self, id: i64) -> Result<bool>;
@@ -87,9 +103,6 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
             "a PostgreSQL state store is not implemented yet; use a SQLite file (the default)".into(),
         ));
     }
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
     Ok(Box::new(SqliteStore::open(Path::new(path))?))
 }

@@ -101,26 +101,19 @@ fn db(e: rusqlite::Error) -> StoreError {
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(s: String) -> rusqlite::Result<T> {
-    s.parse()
-        .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))
+    s.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))
 }
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         let shown = path.display().to_string();
-        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
-            path: shown.clone(),
-            message: e.to_string(),
-        };
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open { path: shown.clone(), message: e.to_string() };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
         }
         let conn = Connection::open(path).map_err(|e| open_err(&e))?;
         conn.busy_timeout(busy_timeout()).map_err(|e| open_err(&e))?;
-        let store = SqliteStore {
-            conn: Mutex::new(conn),
-            path: shown,
-        };
+        let store = SqliteStore { conn: Mutex::new(conn), path: shown };
         store.init()?;
         Ok(store)
     }
@@ -130,11 +123,7 @@ impl SqliteStore {
         let locked = |e: rusqlite::Error| self.classify(e);
         // Not a SQLite file at all, or a newer schema: say so before writing anything.
         let existing: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .optional()
             .or_else(|e| match e {
                 rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => Ok(None),
@@ -144,11 +133,7 @@ impl SqliteStore {
         if let Some(v) = existing {
             let found: i64 = v.parse().unwrap_or(i64::MAX);
             if found > SCHEMA_VERSION {
-                return Err(StoreError::TooNew {
-                    path: self.path.clone(),
-                    found,
-                    known: SCHEMA_VERSION,
-                });
+                return Err(StoreError::TooNew { path: self.path.clone(), found, known: SCHEMA_VERSION });
             }
         }
         conn.pragma_update(None, "journal_mode", "WAL").map_err(locked)?;
@@ -168,10 +153,7 @@ impl SqliteStore {
             rusqlite::Error::SqliteFailure(f, _)
                 if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
             {
-                StoreError::Locked {
-                    path: self.path.clone(),
-                    waited: format!("{:.1}s", busy_timeout().as_secs_f64()),
-                }
+                StoreError::Locked { path: self.path.clone(), waited: format!("{:.1}s", busy_timeout().as_secs_f64()) }
             }
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => StoreError::Open {
                 path: self.path.clone(),
@@ -291,18 +273,14 @@ impl Store for SqliteStore {
 
     fn runs(&self) -> Result<Vec<RunRecord>> {
         let conn = self.conn();
-        let mut st = conn
-            .prepare(&format!("SELECT {RUN_COLS} FROM runs ORDER BY created_at, id"))
-            .map_err(db)?;
+        let mut st = conn.prepare(&format!("SELECT {RUN_COLS} FROM runs ORDER BY created_at, id")).map_err(db)?;
         let rows = st.query_map([], run_row).map_err(db)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
     }
 
     fn set_run_state(&self, id: &str, state: RunState) -> Result<()> {
-        let n = self.exec(
-            "UPDATE runs SET state = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, state.as_str(), now()],
-        )?;
+        let n =
+            self.exec("UPDATE runs SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, state.as_str(), now()])?;
         if n == 0 {
             return Err(StoreError::NoSuchRun(id.to_string()));
         }
@@ -327,13 +305,17 @@ impl Store for SqliteStore {
             )
             .optional()
             .map_err(|e| self.classify(e))?
-            .ok_or_else(|| StoreError::NoSuchTarget {
-                run: run.to_string(),
-                target: target.to_string(),
-            })
+            .ok_or_else(|| StoreError::NoSuchTarget { run: run.to_string(), target: target.to_string() })
     }
 
-    fn set_target_state(&self, run: &str, target: &str, state: TargetState, message: Option<&str>, event: Option<&NewEvent>) -> Result<Option<Event>> {
+    fn set_target_state(
+        &self,
+        run: &str,
+        target: &str,
+        state: TargetState,
+        message: Option<&str>,
+        event: Option<&NewEvent>,
+    ) -> Result<Option<Event>> {
         let ts = now();
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.classify(e))?;
@@ -353,10 +335,7 @@ impl Store for SqliteStore {
         }
         .map_err(|e| self.classify(e))?;
         if n == 0 {
-            return Err(StoreError::NoSuchTarget {
-                run: run.to_string(),
-                target: target.to_string(),
-            });
+            return Err(StoreError::NoSuchTarget { run: run.to_string(), target: target.to_string() });
         }
         let ev = event.map(|e| insert_event(&tx, run, e)).transpose().map_err(|e| self.classify(e))?;
         tx.commit().map_err(|e| self.classify(e))?;
@@ -381,9 +360,8 @@ impl Store for SqliteStore {
 
     fn steps(&self, run: &str, target: &str) -> Result<Vec<StepRecord>> {
         let conn = self.conn();
-        let mut st = conn
-            .prepare(&format!("SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 AND target = ?2"))
-            .map_err(db)?;
+        let mut st =
+            conn.prepare(&format!("SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 AND target = ?2")).map_err(db)?;
         let rows = st.query_map(params![run, target], step_row).map_err(db)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
     }
@@ -429,11 +407,8 @@ impl Store for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.classify(e))?;
         for s in steps {
-            tx.execute(
-                "DELETE FROM steps WHERE run_id = ?1 AND target = ?2 AND step = ?3",
-                params![run, target, s],
-            )
-            .map_err(|e| self.classify(e))?;
+            tx.execute("DELETE FROM steps WHERE run_id = ?1 AND target = ?2 AND step = ?3", params![run, target, s])
+                .map_err(|e| self.classify(e))?;
         }
         tx.commit().map_err(|e| self.classify(e))
     }
@@ -453,14 +428,14 @@ impl Store for SqliteStore {
 
     fn acquire_lease(&self, run: &str, l: &Lease) -> Result<std::result::Result<(), Lease>> {
         let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.classify(e))?;
+        let tx =
+            conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.classify(e))?;
         let current = lease_of(&tx, run).map_err(|e| self.classify(e))?;
-        if let Some(c) = current {
-            if c.holder != l.holder && c.expires_at > now_ms() {
-                return Ok(Err(c));
-            }
+        if let Some(c) = current
+            && c.holder != l.holder
+            && c.expires_at > now_ms()
+        {
+            return Ok(Err(c));
         }
         tx.execute(
             "INSERT INTO leases (run_id, holder, pid, host, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -480,8 +455,7 @@ impl Store for SqliteStore {
     }
 
     fn release_lease(&self, run: &str, holder: &str) -> Result<()> {
-        self.exec("DELETE FROM leases WHERE run_id = ?1 AND holder = ?2", params![run, holder])
-            .map(|_| ())
+        self.exec("DELETE FROM leases WHERE run_id = ?1 AND holder = ?2", params![run, holder]).map(|_| ())
     }
 
     fn lease(&self, run: &str) -> Result<Option<Lease>> {
@@ -495,7 +469,14 @@ impl Store for SqliteStore {
         )? == 1)
     }
 
-    fn add_request(&self, run: &str, action: Action, target: Option<&str>, actor: &str, note: Option<&str>) -> Result<i64> {
+    fn add_request(
+        &self,
+        run: &str,
+        action: Action,
+        target: Option<&str>,
+        actor: &str,
+        note: Option<&str>,
+    ) -> Result<i64> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO requests (run_id, action, target, actor, note, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -525,8 +506,7 @@ impl Store for SqliteStore {
     }
 
     fn mark_request_handled(&self, id: i64) -> Result<()> {
-        self.exec("UPDATE requests SET handled_at = ?2 WHERE id = ?1", params![id, now()])
-            .map(|_| ())
+        self.exec("UPDATE requests SET handled_at = ?2 WHERE id = ?1", params![id, now()]).map(|_| ())
     }
 
     fn request_handled(&self, id: i64) -> Result<bool> {
@@ -555,18 +535,9 @@ fn insert_event(conn: &Connection, run: &str, ev: &NewEvent) -> rusqlite::Result
 }
 
 fn lease_of(conn: &Connection, run: &str) -> rusqlite::Result<Option<Lease>> {
-    conn.query_row(
-        "SELECT holder, pid, host, expires_at FROM leases WHERE run_id = ?1",
-        params![run],
-        |r| {
-            Ok(Lease {
-                holder: r.get(0)?,
-                pid: r.get(1)?,
-                host: r.get(2)?,
-                expires_at: r.get(3)?,
-            })
-        },
-    )
+    conn.query_row("SELECT holder, pid, host, expires_at FROM leases WHERE run_id = ?1", params![run], |r| {
+        Ok(Lease { holder: r.get(0)?, pid: r.get(1)?, host: r.get(2)?, expires_at: r.get(3)? })
+    })
     .optional()
 }
 
@@ -580,8 +551,7 @@ mod tests {
         let path = dir.path().join("state.db");
         drop(SqliteStore::open(&path).expect("opens"));
         let conn = Connection::open(&path).expect("raw");
-        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", [])
-            .expect("update");
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).expect("update");
         drop(conn);
         let err = SqliteStore::open(&path).err().expect("refused");
         assert!(err.to_string().contains("newer cutover"), "{err}");
@@ -600,16 +570,8 @@ mod tests {
     fn a_live_lease_is_not_taken() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = SqliteStore::open(&dir.path().join("s.db")).expect("opens");
-        let a = Lease {
-            holder: "a".into(),
-            pid: 1,
-            host: "h".into(),
-            expires_at: now_ms() + 60_000,
-        };
-        let b = Lease {
-            holder: "b".into(),
-            ..a.clone()
-        };
+        let a = Lease { holder: "a".into(), pid: 1, host: "h".into(), expires_at: now_ms() + 60_000 };
+        let b = Lease { holder: "b".into(), ..a.clone() };
         assert_eq!(s.acquire_lease("r", &a).expect("ok"), Ok(()));
         assert_eq!(s.acquire_lease("r", &b).expect("ok"), Err(a.clone()));
         assert!(s.steal_lease("r", &a, &b).expect("ok"));

@@ -135,9 +135,16 @@ sql = "select 1"
     let run = w.run_id();
     let s = w.status(&run);
     let msg = |t: &str| {
-        s["targets"].as_array().and_then(|a| a.iter().find(|x| x["name"] == t)).map(|x| x["message"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+        s["targets"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == t))
+            .map(|x| x["message"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
     };
-    assert_eq!(msg("no-cmd"), "step `cmd` failed: command not found: definitely-not-a-command-xyz (is it installed and on PATH?)");
+    assert_eq!(
+        msg("no-cmd"),
+        "step `cmd` failed: command not found: definitely-not-a-command-xyz (is it installed and on PATH?)"
+    );
     assert!(msg("no-db").starts_with("step `db` failed: cannot connect to 127.0.0.1:1/none:"), "{}", msg("no-db"));
     assert_eq!(s["run"]["state"], "failed");
 }

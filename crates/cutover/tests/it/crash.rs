@@ -118,14 +118,18 @@ fn sigkill_at_several_points_then_resume_finishes_the_run() {
     for expected in ["step_rerun", "step_interrupted", "target_needs_attention", "target_retry", "target_interrupted"] {
         assert!(k.iter().any(|x| x == expected), "no {expected} event in {k:?}");
     }
-    let starts = |t: &str, s: &str| events.iter().filter(|e| e["kind"] == "step_started" && e["target"] == t && e["step"] == s).count();
+    let starts = |t: &str, s: &str| {
+        events.iter().filter(|e| e["kind"] == "step_started" && e["target"] == t && e["step"] == s).count()
+    };
     assert_eq!(starts("t", "slow-idem"), 2);
     assert_eq!(starts("t", "slow-once"), 2);
     assert_eq!(starts("t", "prep"), 1);
     assert_eq!(starts("t", "last"), 1);
     for t in ["t", "u"] {
         for s in ["prep", "slow-idem", "slow-once", "maint-off", "last"] {
-            let last = events.iter().rev().find(|e| e["target"] == t && e["step"] == s && e["kind"].as_str().is_some_and(|k| k.starts_with("step_")));
+            let last = events.iter().rev().find(|e| {
+                e["target"] == t && e["step"] == s && e["kind"].as_str().is_some_and(|k| k.starts_with("step_"))
+            });
             assert_eq!(last.map(|e| e["kind"].clone()), Some("step_succeeded".into()), "{t}/{s}");
         }
     }

@@ -21,12 +21,15 @@ fn http_server() -> (String, Arc<Mutex<HashMap<String, u32>>>) {
             let app = Router::new()
                 .route(
                     "/hit",
-                    get(|State(h): State<Arc<Mutex<HashMap<String, u32>>>>, Query(q): Query<HashMap<String, String>>| async move {
-                        let t = q.get("target").cloned().unwrap_or_default();
-                        let mut m = h.lock().expect("lock");
-                        *m.entry(t.clone()).or_default() += 1;
-                        axum::Json(serde_json::json!({ "target": t, "hits": m[&t] }))
-                    }),
+                    get(
+                        |State(h): State<Arc<Mutex<HashMap<String, u32>>>>,
+                         Query(q): Query<HashMap<String, String>>| async move {
+                            let t = q.get("target").cloned().unwrap_or_default();
+                            let mut m = h.lock().expect("lock");
+                            *m.entry(t.clone()).or_default() += 1;
+                            axum::Json(serde_json::json!({ "target": t, "hits": m[&t] }))
+                        },
+                    ),
                 )
                 .with_state(h);
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -57,10 +60,7 @@ fn intervals(status: &Value) -> Vec<(String, String, String, String)> {
 /// The most intervals open at once among those `keep` selects.
 fn max_overlap(iv: &[(String, String, String, String)], keep: impl Fn(&str) -> bool) -> usize {
     let sel: Vec<_> = iv.iter().filter(|i| keep(&i.0)).collect();
-    sel.iter()
-        .map(|a| sel.iter().filter(|b| b.1 <= a.1 && a.1 < b.2).count())
-        .max()
-        .unwrap_or(0)
+    sel.iter().map(|a| sel.iter().filter(|b| b.1 <= a.1 && a.1 < b.2).count()).max().unwrap_or(0)
 }
 
 #[test]
@@ -71,7 +71,8 @@ fn twenty_targets_respect_limits_and_order_with_real_servers() {
     let dsn15 = pg15.create_database(&db).expect("db15");
     let dsn13 = pg13.create_database(&db).expect("db13");
     for (pg, _) in [(pg15, &dsn15), (pg13, &dsn13)] {
-        pg.psql(&db, "create table visits (target text primary key, n int not null, at timestamptz default now())").expect("table");
+        pg.psql(&db, "create table visits (target text primary key, n int not null, at timestamptz default now())")
+            .expect("table");
     }
     let (url, hits) = http_server();
     let regions = ["eu", "us", "ap", "sa"];

@@ -70,5 +70,8 @@ command = "echo 'login failed for {{ secrets.token }} and {{ secrets.other }} on
     // failure is reported, redacted.
     let ev = String::from_utf8_lossy(&events.stdout);
     assert!(ev.contains("\"step\":\"env-use\"") && ev.contains("step `env-use` succeeded"), "{ev}");
-    assert!(ev.contains("login failed for [redacted] and [redacted] on postgres://app:[redacted]@127.0.0.1:1/x"), "{ev}");
+    assert!(
+        ev.contains("login failed for [redacted] and [redacted] on postgres://app:[redacted]@127.0.0.1:1/x"),
+        "{ev}"
+    );
 }

@@ -12,9 +12,7 @@ pub struct Work {
 
 impl Work {
     pub fn new() -> Work {
-        Work {
-            dir: tempfile::Builder::new().prefix("cutover-it-").tempdir().expect("tempdir"),
-        }
+        Work { dir: tempfile::Builder::new().prefix("cutover-it-").tempdir().expect("tempdir") }
     }
 
     pub fn path(&self) -> &Path {
@@ -65,25 +63,19 @@ impl Work {
         let mut a = args.to_vec();
         a.extend(["--output", "json"]);
         let o = self.run(&a);
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}\n{}", text(&o.stdout), text(&o.stderr)))
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}\n{}", text(&o.stdout), text(&o.stderr)))
     }
 
     /// The id of the only (or latest) run.
     pub fn run_id(&self) -> String {
         let runs = self.json(&["runs"]);
-        runs.as_array()
-            .and_then(|a| a.last())
-            .and_then(|r| r["id"].as_str())
-            .expect("a run")
-            .to_string()
+        runs.as_array().and_then(|a| a.last()).and_then(|r| r["id"].as_str()).expect("a run").to_string()
     }
 
     pub fn events(&self, run: &str) -> Vec<Value> {
         let o = self.run(&["events", run, "--output", "json"]);
-        text(&o.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("event JSON"))
-            .collect()
+        text(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("event JSON")).collect()
     }
 
     pub fn status(&self, run: &str) -> Value {
