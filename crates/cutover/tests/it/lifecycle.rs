@@ -144,3 +144,123 @@ fn pause_lets_the_step_finish_then_resume_completes_and_a_second_driver_is_refus
     assert_eq!(w.lines("maint-off"), ["a", "b"]);
     assert!(w.file("after-long-b").exists());
 }
+
+#[test]
+fn ctrl_c_pauses_cleanly() {
+    let w = Work::new();
+    w.write("p.toml", &SLOW_BLOCK.replace("sleep 30", "sleep 1"));
+    let mut child = w.spawn(&["run", "p.toml"]);
+    wait_until(20, "the long step to start", || w.file("long-a.started").exists());
+    let pid = child.id().to_string();
+    let o = std::process::Command::new("kill").args(["-INT", &pid]).output().expect("kill -INT");
+    assert!(o.status.success());
+    assert_eq!(wait_exit(&mut child, 20), 3, "Ctrl-C pauses: exit 3");
+    let run = w.run_id();
+    assert_eq!(w.status(&run)["run"]["state"], "paused");
+    assert!(w.file("long-a.done").exists(), "the step in flight finished");
+    let k = kinds(&w.events(&run));
+    assert!(k.contains(&"operator_pause".to_string()), "{k:?}");
+}
+
+#[test]
+fn failed_targets_can_be_retried_or_skipped() {
+    let w = Work::new();
+    w.write(
+        "p.toml",
+        r#"name = "decide"
+[[targets]]
+name = "a"
+[[targets]]
+name = "b"
+[[targets]]
+name = "c"
+after = ["b"]
+[[phases]]
+name = "p"
+[[phases.steps]]
+name = "maint"
+kind = "block"
+[[phases.steps.steps]]
+name = "check"
+kind = "exec"
+command = "echo {{ name }} >> checks; test -f ok-{{ name }}"
+[[phases.steps.finally]]
+name = "off"
+kind = "exec"
+command = "echo {{ name }} >> off"
+"#,
+    );
+    w.write("ok-c", "");
+    let o = w.run(&["run", "p.toml"]);
+    assert_eq!(code(&o), 1);
+    let run = w.run_id();
+    assert_eq!(w.target_state(&run, "a"), "failed");
+    assert_eq!(w.target_state(&run, "b"), "failed");
+    assert_eq!(w.target_state(&run, "c"), "skipped", "c comes after b, which failed");
+    // Retrying c is refused: it did not fail.
+    let o = w.run(&["retry", &run, "c"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        text(&o.stdout).contains("only a failed target or one that needs attention can be retried"),
+        "{}",
+        text(&o.stdout)
+    );
+    // Fix a's cause and retry it; give up on b.
+    w.write("ok-a", "");
+    assert_eq!(code(&w.run(&["retry", &run, "a"])), 0);
+    assert_eq!(code(&w.run(&["skip", &run, "b", "--note", "customer asked to wait"])), 0);
+    let o = w.run(&["resume", &run]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(w.target_state(&run, "a"), "succeeded");
+    assert_eq!(w.target_state(&run, "b"), "skipped");
+    // The finally step ran after each attempt of the block.
+    assert_eq!(w.lines("off"), ["a", "b", "a"]);
+    let events = w.events(&run);
+    let skip = events.iter().find(|e| e["kind"] == "target_skip").expect("skip event");
+    assert_eq!(skip["data"]["actor"], "tester");
+    assert_eq!(skip["data"]["note"], "customer asked to wait");
+}
+
+#[test]
+fn skipping_a_target_left_inside_a_block_runs_its_finally_steps() {
+    let w = Work::new();
+    w.write(
+        "p.toml",
+        r#"name = "skip-open"
+[[targets]]
+name = "a"
+[[phases]]
+name = "p"
+[[phases.steps]]
+name = "maint"
+kind = "block"
+[[phases.steps.steps]]
+name = "once"
+kind = "exec"
+command = "touch once.started; while [ ! -f go ]; do sleep 0.05; done"
+[[phases.steps.steps]]
+name = "next"
+kind = "exec"
+command = "touch next"
+[[phases.steps.finally]]
+name = "off"
+kind = "exec"
+command = "echo off >> off"
+"#,
+    );
+    let mut child = w.spawn(&["run", "p.toml"]);
+    wait_until(20, "the step to start", || w.file("once.started").exists());
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    w.write("go", "");
+    let run = w.run_id();
+    assert_eq!(code(&w.run(&["resume", &run])), 1);
+    assert_eq!(w.target_state(&run, "a"), "needs_attention");
+    assert!(!w.file("off").exists());
+    assert_eq!(code(&w.run(&["skip", &run, "a"])), 0);
+    let o = w.run(&["resume", &run]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(w.target_state(&run, "a"), "skipped");
+    assert_eq!(w.lines("off"), ["off"], "the open block's finally step ran once");
+    assert!(!w.file("next").exists(), "nothing else of the target ran");
+}
