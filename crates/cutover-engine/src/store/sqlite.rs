@@ -169,6 +169,19 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every row of a query, mapped.
+    fn all<T>(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(sql).map_err(|e| self.classify(e))?;
+        let rows = st.query_map(p, f).map_err(|e| self.classify(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.classify(e))
+    }
+
     fn exec(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize> {
         self.conn().execute(sql, p).map_err(|e| self.classify(e))
     }
@@ -272,10 +285,7 @@ impl Store for SqliteStore {
     }
 
     fn runs(&self) -> Result<Vec<RunRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(&format!("SELECT {RUN_COLS} FROM runs ORDER BY created_at, id")).map_err(db)?;
-        let rows = st.query_map([], run_row).map_err(db)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        self.all(&format!("SELECT {RUN_COLS} FROM runs ORDER BY created_at, id"), [], run_row)
     }
 
     fn set_run_state(&self, id: &str, state: RunState) -> Result<()> {
@@ -288,12 +298,11 @@ impl Store for SqliteStore {
     }
 
     fn targets(&self, run: &str) -> Result<Vec<TargetRecord>> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare(&format!("SELECT {TARGET_COLS} FROM targets WHERE run_id = ?1 ORDER BY position"))
-            .map_err(db)?;
-        let rows = st.query_map(params![run], target_row).map_err(db)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        self.all(
+            &format!("SELECT {TARGET_COLS} FROM targets WHERE run_id = ?1 ORDER BY position"),
+            params![run],
+            target_row,
+        )
     }
 
     fn target(&self, run: &str, target: &str) -> Result<TargetRecord> {
@@ -359,20 +368,19 @@ impl Store for SqliteStore {
     }
 
     fn steps(&self, run: &str, target: &str) -> Result<Vec<StepRecord>> {
-        let conn = self.conn();
-        let mut st =
-            conn.prepare(&format!("SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 AND target = ?2")).map_err(db)?;
-        let rows = st.query_map(params![run, target], step_row).map_err(db)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        self.all(
+            &format!("SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 AND target = ?2"),
+            params![run, target],
+            step_row,
+        )
     }
 
     fn all_steps(&self, run: &str) -> Result<Vec<StepRecord>> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare(&format!("SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 ORDER BY target, started_at"))
-            .map_err(db)?;
-        let rows = st.query_map(params![run], step_row).map_err(db)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        self.all(
+            &format!("SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 ORDER BY target, started_at"),
+            params![run],
+            step_row,
+        )
     }
 
     fn put_step(&self, run: &str, r: &StepRecord, event: Option<&NewEvent>) -> Result<Option<Event>> {
@@ -418,12 +426,7 @@ impl Store for SqliteStore {
     }
 
     fn events(&self, run: &str, after: i64) -> Result<Vec<Event>> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare("SELECT id, run_id, ts, target, step, kind, message, data_json FROM events WHERE run_id = ?1 AND id > ?2 ORDER BY id")
-            .map_err(db)?;
-        let rows = st.query_map(params![run, after], event_row).map_err(db)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        self.all("SELECT id, run_id, ts, target, step, kind, message, data_json FROM events WHERE run_id = ?1 AND id > ?2 ORDER BY id", params![run, after], event_row)
     }
 
     fn acquire_lease(&self, run: &str, l: &Lease) -> Result<std::result::Result<(), Lease>> {
@@ -487,12 +490,10 @@ impl Store for SqliteStore {
     }
 
     fn pending_requests(&self, run: &str) -> Result<Vec<Request>> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare("SELECT id, action, target, actor, note FROM requests WHERE run_id = ?1 AND handled_at IS NULL ORDER BY id")
-            .map_err(db)?;
-        let rows = st
-            .query_map(params![run], |r| {
+        self.all(
+            "SELECT id, action, target, actor, note FROM requests WHERE run_id = ?1 AND handled_at IS NULL ORDER BY id",
+            params![run],
+            |r| {
                 Ok(Request {
                     id: r.get(0)?,
                     action: parse(r.get(1)?)?,
@@ -500,9 +501,8 @@ impl Store for SqliteStore {
                     actor: r.get(3)?,
                     note: r.get(4)?,
                 })
-            })
-            .map_err(db)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+            },
+        )
     }
 
     fn mark_request_handled(&self, id: i64) -> Result<()> {
