@@ -5,7 +5,7 @@
 
 use crate::model::*;
 use crate::store::{Store, StoreError};
-use cutover_plan::{Plan, Step, StepKind};
+use cutover_plan::{Plan, StepKind};
 
 /// What applying a request did, in one sentence for the operator.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,12 +27,7 @@ pub fn apply(store: &dyn Store, plan: &Plan, run: &str, req: &Request) -> Result
         Action::Retry => match t.state {
             TargetState::NeedsAttention | TargetState::Failed => {
                 let records = store.steps(run, target)?;
-                let exits = exit_path_steps(plan);
-                let reset: Vec<String> = records
-                    .iter()
-                    .filter(|r| r.state != StepState::Succeeded || exits.contains(&r.step) || is_block(plan, &r.step))
-                    .map(|r| r.step.clone())
-                    .collect();
+                let reset = steps_to_reset(plan, &records);
                 store.delete_steps(run, target, &reset)?;
                 store.set_skip_requested(run, target, false)?;
                 store.set_target_state(
@@ -100,24 +95,90 @@ fn is_block(plan: &Plan, name: &str) -> bool {
     plan.step(name).is_some_and(|s| matches!(s.kind, StepKind::Block(_)))
 }
 
-/// Steps on the way out of something (block `finally` steps and phases'
-/// rollback steps): a retry runs them again.
-pub fn exit_path_steps(plan: &Plan) -> Vec<String> {
-    let mut out = vec![];
-    let add_all = |s: &Step, out: &mut Vec<String>| s.walk(&mut |x| out.push(x.name.clone()));
+/// What a retry runs again: every step that did not succeed, every rollback
+/// step, and the `finally` steps of blocks that did not complete (a block that
+/// completed keeps its finally steps done).
+pub fn steps_to_reset(plan: &Plan, records: &[StepRecord]) -> Vec<String> {
+    let done = |name: &str| records.iter().any(|r| r.step == name && r.state == StepState::Succeeded);
+    let mut exits: Vec<String> = vec![];
     for p in &plan.phases {
         for s in &p.rollback {
-            add_all(s, &mut out);
+            s.walk(&mut |x| exits.push(x.name.clone()));
         }
         for s in &p.steps {
             s.walk(&mut |x| {
-                if let StepKind::Block(b) = &x.kind {
+                if let StepKind::Block(b) = &x.kind
+                    && !done(&x.name)
+                {
                     for f in &b.finally {
-                        f.walk(&mut |y| out.push(y.name.clone()));
+                        f.walk(&mut |y| exits.push(y.name.clone()));
                     }
                 }
             });
         }
     }
-    out
+    records
+        .iter()
+        .filter(|r| r.state != StepState::Succeeded || exits.contains(&r.step))
+        .map(|r| r.step.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(step: &str, state: StepState) -> StepRecord {
+        StepRecord {
+            target: "t".into(),
+            step: step.into(),
+            state,
+            attempt: 1,
+            started_at: None,
+            finished_at: None,
+            outputs: serde_json::Value::Null,
+            error: None,
+        }
+    }
+
+    const PLAN: &str = r#"name = "p"
+[[targets]]
+name = "t"
+[[phases]]
+name = "one"
+[[phases.steps]]
+name = "b1"
+kind = "block"
+[[phases.steps.steps]]
+name = "s1"
+kind = "exec"
+command = "true"
+[[phases.steps.finally]]
+name = "f1"
+kind = "exec"
+command = "true"
+[[phases]]
+name = "two"
+[[phases.steps]]
+name = "s2"
+kind = "exec"
+command = "false"
+[[phases.rollback]]
+name = "r2"
+kind = "exec"
+command = "true"
+"#;
+
+    // Regression: a retry used to re-run the finally steps of blocks that had
+    // already completed (turning a maintenance page off twice).
+    #[test]
+    fn retry_keeps_a_completed_blocks_finally_steps_done() {
+        let plan = cutover_plan::load_str("p.toml", PLAN, std::path::Path::new("."), None).expect("valid");
+        use StepState::*;
+        let records =
+            [rec("b1", Succeeded), rec("s1", Succeeded), rec("f1", Succeeded), rec("s2", Failed), rec("r2", Succeeded)];
+        assert_eq!(steps_to_reset(&plan, &records), ["s2", "r2"]);
+        let records = [rec("b1", Running), rec("s1", Succeeded), rec("f1", Succeeded)];
+        assert_eq!(steps_to_reset(&plan, &records), ["b1", "f1"]);
+    }
 }

@@ -127,7 +127,16 @@ async fn present(mut rx: tokio::sync::broadcast::Receiver<Event>, total: u64) {
                 l.enable_steady_tick(Duration::from_millis(120));
                 lines.insert(target, l);
             }
-            "step_started" | "step_retrying" | "target_rolling_back" | "block_started" => {
+            "step_started" => {
+                if let Some(l) = lines.get(&target) {
+                    let phase = ev.data["phase"].as_str().unwrap_or("");
+                    let step = ev.step.as_deref().unwrap_or("");
+                    let attempt = ev.data["attempt"].as_i64().unwrap_or(1);
+                    let again = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+                    l.set_message(format!("{phase} › {step}{again}"));
+                }
+            }
+            "step_retrying" | "target_rolling_back" => {
                 if let Some(l) = lines.get(&target) {
                     l.set_message(ev.message.clone());
                 }
