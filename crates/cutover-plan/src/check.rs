@@ -279,8 +279,10 @@ fn check_step(
         ));
     }
     let refs = Refs { earlier_steps: earlier, secrets, targets: &plan.targets, plan_vars: &plan.vars };
-    if let Some(w) = &step.when {
-        compile(w, CEL_ROOTS, Some(&refs), diags);
+    if let Some(w) = &step.when
+        && let Some(program) = compile(w, CEL_ROOTS, Some(&refs), diags)
+    {
+        type_check(w, &program, plan, "when", diags);
     }
     match &step.kind {
         StepKind::Exec(x) => {
@@ -375,6 +377,29 @@ fn check_step(
         }
     }
     earlier.push(step.name.clone());
+}
+
+/// CEL has no static type checker in the `cel` crate; an expression that
+/// reads only what is known before the run (name, labels, vars) is evaluated
+/// for every target now, so a type error or a non-boolean result is found
+/// here rather than halfway through a migration. The first failing target is
+/// reported.
+fn type_check(e: &Expr, program: &cel::Program, plan: &Plan, what: &str, diags: &mut Diagnostics) {
+    // Outputs are only known at run time; unknown variables were reported already.
+    if expr::references(program).iter().any(|(root, _)| root == "outputs" || !CEL_ROOTS.contains(&root.as_str())) {
+        return;
+    }
+    for t in &plan.targets {
+        let ctx = crate::context(t, &plan.vars, &Default::default());
+        if let Err(err) = expr::eval_bool(program, &ctx) {
+            diags.push(Diagnostic::new(
+                e.pos.clone(),
+                "cel-eval",
+                format!("`{what}` cannot be evaluated for target `{}`: {err}", t.name),
+            ));
+            return;
+        }
+    }
 }
 
 /// The highest `$N` placeholder in a statement, skipping quoted text and

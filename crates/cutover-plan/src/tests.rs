@@ -176,6 +176,18 @@ fn invalid_plans_are_reported_at_their_position() {
             "^select = \"labels.region ==\"\n[[phases]]\nname = \"x\"\nsteps = []\n",
             &["2:27 cel: invalid CEL expression: the expression ends too early"],
         ),
+        // 26b. A `when` that is not a condition (type-checked against every target).
+        (
+            &format!("{STEP}kind = \"exec\"\ncommand = \"true\"\nwhen = \"name + 1\"\n"),
+            &[
+                "11:9 cel-eval: `when` cannot be evaluated for target `a`: Unsupported binary operator 'add': String(\"a\"), Int(1)",
+            ],
+        ),
+        // 26c. A `when` comparing a label to a number.
+        (
+            &format!("{STEP}kind = \"exec\"\ncommand = \"true\"\nwhen = \"labels.size > 3\"\n"),
+            &["11:9 cel-eval: `when` cannot be evaluated for target `a`: No such key: size"],
+        ),
         // 26. A targets file that does not exist.
         (
             "^targets = { file = \"nope.csv\" }\n[[phases]]\nname = \"x\"\nsteps = []\n",
