@@ -1,6 +1,7 @@
 //! Secret values never leave the process: every string bound for the store,
 //! the event log, an error or the terminal passes through a [`Redactor`].
 
+use cutover_plan::url_password;
 use std::sync::{Arc, RwLock};
 
 pub const MASK: &str = "[redacted]";
@@ -54,15 +55,6 @@ impl Redactor {
             other => other.clone(),
         }
     }
-}
-
-/// The password part of `scheme://user:password@host…`, if any.
-pub fn url_password(value: &str) -> Option<String> {
-    let rest = value.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let userinfo = authority.rsplit_once('@')?.0;
-    let pw = userinfo.split_once(':')?.1;
-    (!pw.is_empty()).then(|| pw.to_string())
 }
 
 #[cfg(test)]

@@ -83,6 +83,9 @@ impl fmt::Display for Pos {
     }
 }
 
+/// Codes that are warnings: the plan is still valid.
+pub const WARNINGS: &[&str] = &["inline-password"];
+
 /// One problem found in a plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -106,7 +109,8 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: error[{}]: {}", self.pos, self.code, self.message)?;
+        let level = if WARNINGS.contains(&self.code) { "warning" } else { "error" };
+        write!(f, "{}: {level}[{}]: {}", self.pos, self.code, self.message)?;
         if let Some(help) = &self.help {
             write!(f, "\n  help: {help}")?;
         }

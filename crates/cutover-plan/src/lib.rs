@@ -93,9 +93,12 @@ pub fn load_str(path: &str, text: &str, dir: &Path, targets: Option<Vec<Target>>
         all_targets,
         targets: selected,
         phases,
+        warnings: vec![],
     };
     check::phases(&plan, &mut diags);
     if diags.is_empty() {
+        let mut plan = plan;
+        plan.warnings = inline_password_warnings(&plan);
         Ok(plan)
     } else {
         diags.sort();
@@ -128,6 +131,44 @@ fn inline_or_inventory(b: &build::Builder<'_>, root: &tree::Node, dir: &Path, di
             vec![]
         }
     }
+}
+
+/// The password part of `scheme://user:password@host…`, if any.
+pub fn url_password(value: &str) -> Option<String> {
+    let rest = value.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    let pw = userinfo.split_once(':')?.1;
+    (!pw.is_empty()).then(|| pw.to_string())
+}
+
+/// Passwords written inline in vars: the plan is recorded as written, so
+/// they would be stored; say so (a warning, the plan still runs).
+fn inline_password_warnings(plan: &Plan) -> Vec<Diagnostic> {
+    fn find(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) if url_password(s).is_some() => out.push(path.to_string()),
+            serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| find(x, &format!("{path}.{k}"), out)),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| find(x, path, out)),
+            _ => {}
+        }
+    }
+    let mut out = vec![];
+    let mut check = |vars: &Vars, pos: &Pos, whose: &str| {
+        let mut found = vec![];
+        find(&serde_json::Value::Object(vars.clone()), "vars", &mut found);
+        for f in found {
+            out.push(
+                Diagnostic::new(pos.clone(), "inline-password", format!("`{f}` {whose}holds a password written in the plan"))
+                    .with_help("the plan is recorded in the state store as written; put the password in [secrets] (e.g. env:DB_PASSWORD) and use {{ secrets.NAME }}"),
+            );
+        }
+    };
+    check(&plan.vars, &Pos::file(plan.path.display().to_string()), "");
+    for t in &plan.all_targets {
+        check(&t.vars, &t.pos, &format!("of target `{}` ", t.name));
+    }
+    out
 }
 
 /// The variables a target's expressions and templates see (secrets and

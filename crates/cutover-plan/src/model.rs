@@ -41,6 +41,9 @@ pub struct Plan {
     /// The targets the plan applies to (those `select` keeps), in inventory order.
     pub targets: Vec<Target>,
     pub phases: Vec<Phase>,
+    /// Problems that do not stop the plan (shown by validate, plan and run).
+    #[serde(skip)]
+    pub warnings: Vec<crate::Diagnostic>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

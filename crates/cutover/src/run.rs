@@ -28,6 +28,9 @@ pub async fn run(state: &str, plan_path: &Path, out: Output) -> anyhow::Result<i
             return Ok(2);
         }
     };
+    for w in &plan.warnings {
+        eprintln!("{w}");
+    }
     let engine = open_engine(state)?;
     // Secrets are read before the run is recorded: a missing one stops
     // everything before any target is touched.

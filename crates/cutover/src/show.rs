@@ -13,6 +13,9 @@ pub fn validate(path: &Path, out: Output) -> anyhow::Result<i32> {
     match cutover_plan::load_file(path) {
         Ok(plan) => {
             let steps = plan.all_steps().len();
+            for w in &plan.warnings {
+                eprintln!("{w}");
+            }
             if out == Output::Json {
                 json(
                     &json!({ "valid": true, "plan": plan.name, "targets": plan.all_targets.len(), "selected": plan.targets.len(), "phases": plan.phases.len(), "steps": steps, "diagnostics": [] }),
@@ -61,6 +64,9 @@ pub fn plan(path: &Path, out: Output) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
+    for w in &plan.warnings {
+        eprintln!("{w}");
+    }
     let mut all = vec![];
     for t in &plan.targets {
         let mut ctx = cutover_plan::context(t, &plan.vars, &Default::default());

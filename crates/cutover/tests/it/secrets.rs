@@ -38,6 +38,12 @@ command = "echo 'login failed for {{ secrets.token }} and {{ secrets.other }} on
     );
     let o = w.cmd(&["run", "p.toml"]).env("CUTOVER_TEST_CANARY", CANARY).output().expect("run");
     assert_eq!(code(&o), 1, "the last step fails");
+    assert!(
+        text(&o.stderr)
+            .contains("warning[inline-password]: `vars.dsn` of target `a` holds a password written in the plan"),
+        "{}",
+        text(&o.stderr)
+    );
     let run = w.run_id();
     let events = w.run(&["events", &run, "--output", "json"]);
     let status = w.run(&["status", &run, "--output", "json"]);
@@ -60,8 +66,8 @@ command = "echo 'login failed for {{ secrets.token }} and {{ secrets.other }} on
             assert!(!hay.contains(secret), "{secret} leaked into {name}");
         }
         // A password written inline in a plan's DSN is not a declared secret:
-        // the recorded plan keeps it (FIXME: warn about it in `validate`),
-        // but no output, message or event shows it.
+        // the recorded plan keeps it (`validate` and `run` warn about it), but
+        // no output, message or event shows it.
         if !name.starts_with("state.db") {
             assert!(!hay.contains("inline-pa55word"), "an inline DSN password leaked into {name}");
         }
