@@ -53,7 +53,7 @@ pub fn apply(store: &dyn Store, plan: &Plan, run: &str, req: &Request) -> Result
         Action::Skip => match t.state {
             TargetState::Pending | TargetState::NeedsAttention | TargetState::Failed => {
                 let records = store.steps(run, target)?;
-                let open_block = records.iter().any(|r| r.state == StepState::Running && is_block(plan, &r.step));
+                let open_block = crate::runner::has_open_block(plan, &records);
                 let ev = NewEvent::target(target, "target_skip", format!("{by} skipped `{target}`"))
                     .with_data(serde_json::json!({ "actor": by, "open_block": open_block, "note": req.note }));
                 if open_block {
@@ -89,10 +89,6 @@ pub fn apply(store: &dyn Store, plan: &Plan, run: &str, req: &Request) -> Result
         other => Applied::Refused(format!("{other} is handled by the process driving the run")),
     };
     Ok(applied)
-}
-
-fn is_block(plan: &Plan, name: &str) -> bool {
-    plan.step(name).is_some_and(|s| matches!(s.kind, StepKind::Block(_)))
 }
 
 /// What a retry runs again: every step that did not succeed, every rollback

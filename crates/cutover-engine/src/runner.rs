@@ -211,6 +211,7 @@ async fn schedule(
     let by_name: HashMap<&str, &Target> = plan.targets.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut running: JoinSet<(String, Result<Flow, EngineError>)> = JoinSet::new();
     let mut running_names: Vec<String> = vec![];
+    let mut closing_started = false;
     loop {
         if lease.lost.load(Ordering::SeqCst) {
             let _ = abort_tx.send(true);
@@ -223,6 +224,33 @@ async fn schedule(
         }
         let aborting = *abort_tx.borrow();
         let pausing = shared.pause.load(Ordering::SeqCst);
+        if aborting && !closing_started {
+            // Targets left inside a block (paused, interrupted, waiting for a
+            // decision) get their finally steps run before the run ends.
+            closing_started = true;
+            for r in store.targets(run_id)? {
+                let waiting = matches!(r.state, TargetState::Pending | TargetState::NeedsAttention);
+                if waiting && !running_names.contains(&r.name) && has_open_block(plan, &store.steps(run_id, &r.name)?) {
+                    shared.engine.set_target_state(
+                        run_id,
+                        &r.name,
+                        TargetState::Running,
+                        Some("closing its open block after the abort"),
+                        NewEvent::target(
+                            &r.name,
+                            "target_closing",
+                            "the run is aborted: the finally steps of its open block run",
+                        ),
+                    )?;
+                    running_names.push(r.name.clone());
+                    let (sh, name) = (shared.clone(), r.name.clone());
+                    running.spawn(async move {
+                        let flow = run_target(&sh, &name).await;
+                        (name, flow)
+                    });
+                }
+            }
+        }
         if !aborting && !pausing {
             let records = store.targets(run_id)?;
             let state: HashMap<&str, TargetState> = records.iter().map(|r| (r.name.as_str(), r.state)).collect();
@@ -297,6 +325,13 @@ async fn schedule(
     };
     shared.emit(NewEvent::run("run_finished", how).with_data(json!({ "state": state })))?;
     Ok(state)
+}
+
+/// Whether a target's records show a block that started and was not left.
+pub fn has_open_block(plan: &Plan, records: &[StepRecord]) -> bool {
+    records.iter().any(|r| {
+        r.state == StepState::Running && plan.step(&r.step).is_some_and(|s| matches!(s.kind, StepKind::Block(_)))
+    })
 }
 
 /// Whether starting `t` keeps the global and per-label limits.
@@ -531,6 +566,26 @@ fn run_steps<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, steps: &'a 
     })
 }
 
+/// Runs every step, even after one fails: `finally` steps all run. The worst
+/// outcome is returned (needs attention, then failure).
+async fn run_all(shared: &Arc<Shared>, tc: &mut TargetCtx<'_>, steps: &[Step]) -> Result<Flow, EngineError> {
+    let mut failures = vec![];
+    let mut attention = None;
+    for step in steps {
+        match run_step(shared, tc, step, Mode::Exit).await? {
+            Flow::Ok => {}
+            Flow::Attention(m) => attention = attention.or(Some(m)),
+            Flow::Fail(m) | Flow::RolledBack(m) | Flow::Paused(m) => failures.push(m),
+            Flow::Aborted => failures.push(format!("step `{}` was aborted", step.name)),
+        }
+    }
+    Ok(match (attention, failures.is_empty()) {
+        (Some(a), _) => Flow::Attention(a),
+        (None, false) => Flow::Fail(failures.join("; ")),
+        (None, true) => Flow::Ok,
+    })
+}
+
 /// A step's next recorded state, and the event that tells of it.
 struct Change {
     state: StepState,
@@ -589,6 +644,7 @@ fn run_step<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, step: &'a St
         let target = tc.target.name.clone();
         let prev = tc.records.get(&step.name).cloned();
         let is_block = matches!(step.kind, StepKind::Block(_));
+        let open_block = is_block && prev.as_ref().is_some_and(|p| p.state == StepState::Running);
         match prev.as_ref().map(|r| r.state) {
             Some(StepState::Succeeded | StepState::Skipped) => return Ok(Flow::Ok),
             Some(StepState::Failed) => {
@@ -598,6 +654,30 @@ fn run_step<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, step: &'a St
                     prev.and_then(|p| p.error).unwrap_or_default()
                 )));
             }
+            _ => {}
+        }
+        // An abort stops main steps before they start; a step recorded in
+        // flight by a process that died is closed as aborted. An open block is
+        // entered, so that its finally steps run.
+        if mode == Mode::Main && !open_block && *shared.abort.borrow() {
+            if prev.as_ref().is_some_and(|p| p.state == StepState::Running) {
+                let ev = NewEvent::step(
+                    &target,
+                    &step.name,
+                    "step_aborted",
+                    format!("step `{}` was in flight when its process stopped; the run is aborted", step.name),
+                );
+                let attempt = prev.as_ref().map(|p| p.attempt).unwrap_or(0);
+                put_state(
+                    shared,
+                    tc,
+                    step,
+                    Change::new(StepState::Failed, attempt).error("aborted by the operator").event(ev),
+                )?;
+            }
+            return Ok(Flow::Aborted);
+        }
+        match prev.as_ref().map(|r| r.state) {
             Some(StepState::Running) if !is_block && !step.idempotent => {
                 let msg = format!(
                     "step `{}` was in flight when the process stopped and is not idempotent: check what it did, then run `cutover retry {} {target}` to run it again or `cutover skip {} {target}`",
@@ -619,13 +699,8 @@ fn run_step<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, step: &'a St
             }
             _ => {}
         }
-        if mode == Mode::Main && !is_block_open(&prev) {
-            if *shared.abort.borrow() {
-                return Ok(Flow::Aborted);
-            }
-            if shared.pause.load(Ordering::SeqCst) {
-                return Ok(Flow::Paused(format!("paused before step `{}`", step.name)));
-            }
+        if mode == Mode::Main && !open_block && shared.pause.load(Ordering::SeqCst) {
+            return Ok(Flow::Paused(format!("paused before step `{}`", step.name)));
         }
         let ctx_value = context(shared, tc);
         if let Some(w) = &step.when {
@@ -674,6 +749,7 @@ fn run_step<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, step: &'a St
     })
 }
 
+/// Whether a block's record says it started and was not left.
 fn is_block_open(prev: &Option<StepRecord>) -> bool {
     prev.as_ref().is_some_and(|p| p.state == StepState::Running)
 }
@@ -704,7 +780,7 @@ async fn run_block(
         // The block stays open: its finally steps run when it is left.
         return Ok(flow);
     }
-    let fin = run_steps(shared, tc, finally, Mode::Exit).await?;
+    let fin = run_all(shared, tc, finally).await?;
     let result = match (&flow, fin) {
         (Flow::Ok, Flow::Ok) => Flow::Ok,
         (Flow::Ok, other) => other,

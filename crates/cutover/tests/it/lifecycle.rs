@@ -264,3 +264,84 @@ command = "echo off >> off"
     assert_eq!(w.lines("off"), ["off"], "the open block's finally step ran once");
     assert!(!w.file("next").exists(), "nothing else of the target ran");
 }
+
+// Regression: `cutover abort` on a run that no process drove marked it
+// aborted without running the finally steps of blocks left open.
+#[test]
+fn abort_of_an_undriven_run_closes_open_blocks() {
+    let w = Work::new();
+    w.write(
+        "p.toml",
+        r#"name = "abort-open"
+[[targets]]
+name = "a"
+[[targets]]
+name = "b"
+after = ["a"]
+[[phases]]
+name = "p"
+[[phases.steps]]
+name = "maint"
+kind = "block"
+[[phases.steps.steps]]
+name = "once"
+kind = "exec"
+command = "touch once.started; sleep 30"
+[[phases.steps.finally]]
+name = "off"
+kind = "exec"
+command = "echo {{ name }} >> off"
+[[phases.steps.finally]]
+name = "off-2"
+kind = "exec"
+command = "echo {{ name }} >> off-2"
+"#,
+    );
+    let mut child = w.spawn(&["run", "p.toml"]);
+    wait_until(20, "the step to start", || w.file("once.started").exists());
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let run = w.run_id();
+    let o = w.run(&["abort", &run]);
+    assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+    assert_eq!(w.lines("off"), ["a"]);
+    assert_eq!(w.lines("off-2"), ["a"]);
+    assert_eq!(w.status(&run)["run"]["state"], "aborted");
+    assert_eq!(w.target_state(&run, "a"), "failed");
+    assert_eq!(w.target_state(&run, "b"), "pending");
+}
+
+#[test]
+fn every_finally_step_runs_even_when_one_fails() {
+    let w = Work::new();
+    w.write(
+        "p.toml",
+        r#"name = "finally-all"
+[[targets]]
+name = "a"
+[[phases]]
+name = "p"
+[[phases.steps]]
+name = "maint"
+kind = "block"
+[[phases.steps.steps]]
+name = "work"
+kind = "exec"
+command = "true"
+[[phases.steps.finally]]
+name = "off-1"
+kind = "exec"
+command = "echo 'monitoring API down' >&2; exit 1"
+[[phases.steps.finally]]
+name = "off-2"
+kind = "exec"
+command = "touch off-2"
+"#,
+    );
+    let o = w.run(&["run", "p.toml"]);
+    assert_eq!(code(&o), 1);
+    assert!(w.file("off-2").exists(), "the second finally step ran after the first failed");
+    let run = w.run_id();
+    let s = w.status(&run);
+    assert!(s["targets"][0]["message"].as_str().unwrap_or("").contains("monitoring API down"), "{s:#}");
+}
