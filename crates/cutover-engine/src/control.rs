@@ -92,14 +92,26 @@ pub fn apply(store: &dyn Store, plan: &Plan, run: &str, req: &Request) -> Result
 }
 
 /// What a retry runs again: every step that did not succeed, every rollback
-/// step, and the `finally` steps of blocks that did not complete (a block that
-/// completed keeps its finally steps done).
+/// step, every step of a phase whose rollback ran (it was undone), and the
+/// `finally` steps of blocks that did not complete (a block that completed
+/// keeps its finally steps done).
 pub fn steps_to_reset(plan: &Plan, records: &[StepRecord]) -> Vec<String> {
     let done = |name: &str| records.iter().any(|r| r.step == name && r.state == StepState::Succeeded);
+    let recorded = |name: &str| records.iter().any(|r| r.step == name);
     let mut exits: Vec<String> = vec![];
     for p in &plan.phases {
+        let mut rolled_back = false;
         for s in &p.rollback {
-            s.walk(&mut |x| exits.push(x.name.clone()));
+            s.walk(&mut |x| {
+                rolled_back |= recorded(&x.name);
+                exits.push(x.name.clone());
+            });
+        }
+        // A phase whose rollback ran was undone: a retry does it again.
+        if rolled_back {
+            for s in &p.steps {
+                s.walk(&mut |x| exits.push(x.name.clone()));
+            }
         }
         for s in &p.steps {
             s.walk(&mut |x| {
@@ -176,5 +188,9 @@ command = "true"
         assert_eq!(steps_to_reset(&plan, &records), ["s2", "r2"]);
         let records = [rec("b1", Running), rec("s1", Succeeded), rec("f1", Succeeded)];
         assert_eq!(steps_to_reset(&plan, &records), ["b1", "f1"]);
+        // Phase two was rolled back: its steps run again on a retry.
+        let records =
+            [rec("b1", Succeeded), rec("s1", Succeeded), rec("f1", Succeeded), rec("s2", Failed), rec("r2", Failed)];
+        assert_eq!(steps_to_reset(&plan, &records), ["s2", "r2"]);
     }
 }

@@ -36,6 +36,7 @@ pub mod store;
 
 use model::*;
 use redact::Redactor;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use store::{Store, StoreError};
@@ -175,13 +176,23 @@ impl Engine {
 
     /// Drives a run until all its targets are done, or it is paused or aborted.
     pub async fn drive(&self, run: &str) -> Result<RunState, EngineError> {
-        runner::drive(self, run, false).await
+        runner::drive(self, run, false, None).await
+    }
+
+    /// Drives a run with secrets already read (and registered with this
+    /// engine's redactor), so a `command:` secret is not fetched twice.
+    pub async fn drive_with_secrets(
+        &self,
+        run: &str,
+        secrets: BTreeMap<String, String>,
+    ) -> Result<RunState, EngineError> {
+        runner::drive(self, run, false, Some(secrets)).await
     }
 
     /// Aborts a run that no live process drives: runs the finally steps of
     /// open blocks and records the run as aborted.
     pub async fn abort_undriven(&self, run: &str) -> Result<RunState, EngineError> {
-        runner::drive(self, run, true).await
+        runner::drive(self, run, true, None).await
     }
 
     /// Whether a live process holds the run's lease.

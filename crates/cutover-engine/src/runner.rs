@@ -127,7 +127,12 @@ impl Drop for LeaseGuard {
 }
 
 /// Drives a run until every target is done, or it is paused or aborted.
-pub async fn drive(engine: &Engine, run_id: &str, abort_first: bool) -> Result<RunState, EngineError> {
+pub async fn drive(
+    engine: &Engine,
+    run_id: &str,
+    abort_first: bool,
+    resolved: Option<BTreeMap<String, String>>,
+) -> Result<RunState, EngineError> {
     let rec = engine.store.run(run_id)?;
     if matches!(rec.state, RunState::Succeeded | RunState::Aborted) {
         return Err(EngineError::Ended { run: run_id.to_string(), state: rec.state });
@@ -138,7 +143,11 @@ pub async fn drive(engine: &Engine, run_id: &str, abort_first: bool) -> Result<R
         register_url_passwords(engine.redactor(), &Value::Object(t.vars.clone()));
     }
     register_url_passwords(engine.redactor(), &Value::Object(plan.vars.clone()));
-    let secrets = match secrets::resolve(&plan.secrets, &plan.dir, engine.redactor()) {
+    let read = match resolved {
+        Some(s) => Ok(s),
+        None => secrets::resolve(&plan.secrets, &plan.dir, engine.redactor()),
+    };
+    let secrets = match read {
         Ok(s) => s,
         Err(e) => {
             engine.emit(run_id, NewEvent::run("run_error", e.to_string()))?;

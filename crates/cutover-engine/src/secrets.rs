@@ -7,6 +7,9 @@ use cutover_plan::SecretDef;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The shortest secret value accepted.
+pub const MIN_SECRET_LEN: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 #[error("secret `{name}` cannot be read: {reason}")]
 pub struct SecretError {
@@ -46,6 +49,12 @@ pub fn resolve(defs: &[SecretDef], dir: &Path, redactor: &Redactor) -> Result<BT
         };
         if value.is_empty() {
             return Err(err("its value is empty".into()));
+        }
+        // Hiding a one- or two-letter value would mangle every message.
+        if value.chars().count() < MIN_SECRET_LEN {
+            return Err(err(format!(
+                "its value is shorter than {MIN_SECRET_LEN} characters, too short to be hidden reliably in output"
+            )));
         }
         redactor.add(&value);
         out.insert(d.name.clone(), value);

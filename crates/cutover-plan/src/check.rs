@@ -354,13 +354,35 @@ fn check_step(
                         format!("a wait probe must be an exec, sql or http step, not {}", p.kind.name()),
                     ));
                 }
-                check_step(plan, p, secrets, names, earlier, diags);
+                // The probe's outputs are `probe`, not `outputs.<name>`.
+                let mut scratch = earlier.clone();
+                check_step(plan, p, secrets, names, &mut scratch, diags);
+                if p.when.is_some() || p.retries > 0 {
+                    diags.push(
+                        Diagnostic::new(
+                            p.pos.clone(),
+                            "probe-fields",
+                            "a probe takes no `when` or `retries`: it runs at every check of the wait",
+                        )
+                        .with_help("put `when` on the wait step itself; a failing probe is seen as probe.error"),
+                    );
+                }
                 roots.push("probe");
             }
             let refs = Refs { earlier_steps: earlier, secrets, targets: &plan.targets, plan_vars: &plan.vars };
             compile(&w.until, &roots, Some(&refs), diags);
         }
         StepKind::Block(b) => {
+            if step.timeout.is_some() || step.retries > 0 {
+                diags.push(
+                    Diagnostic::new(
+                        step.pos.clone(),
+                        "block-fields",
+                        format!("block `{}` takes no `timeout` or `retries`", step.name),
+                    )
+                    .with_help("set them on the steps inside the block"),
+                );
+            }
             if b.steps.is_empty() {
                 diags.push(Diagnostic::new(
                     step.pos.clone(),

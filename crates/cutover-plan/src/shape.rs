@@ -81,7 +81,7 @@ static HTTP_METHOD: Ty = Ty::Enum(HTTP_METHODS);
 pub static STEP_COMMON: &[Field] = &[
     req("name", &STR, "The step's name, unique in the plan; later steps read its outputs as `outputs.<name>`."),
     req("kind", &STEP_KIND, "What the step does: exec, sql, http, wait or block."),
-    f("description", &STR, "Free text shown in `cutover plan` and the tower."),
+    f("description", &STR, "Free text for readers of the plan (shown in `cutover plan --output json`)."),
     f("when", &EXPR, "CEL condition over target, labels, vars and outputs; the step is skipped when false."),
     f("timeout", &DURATION, "Longest time one attempt may take (e.g. \"30s\")."),
     f("retries", &RETRIES, "How many times a failed attempt is retried (default 0)."),
@@ -89,7 +89,7 @@ pub static STEP_COMMON: &[Field] = &[
     f(
         "idempotent",
         &BOOL,
-        "Whether the step may be re-run after a crash (default: true for sql in one transaction, false otherwise).",
+        "Whether the step may be re-run after a crash left it in flight (default: true for sql in one transaction, wait and block; false for exec and http).",
     ),
 ];
 
@@ -207,6 +207,7 @@ static SECRETS: Ty = Ty::Map(&STR);
 pub static PLAN: Table = Table {
     what: "plan",
     fields: &[
+        f("$schema", &STR, "The JSON Schema of the file, for editors (ignored by cutover)."),
         req("name", &STR, "The plan's name."),
         f("description", &STR, "What the plan does."),
         f("targets", &TARGETS, "Inline [[targets]], or { file = \"…\" } or { command = \"…\" }."),

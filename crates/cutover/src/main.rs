@@ -10,6 +10,7 @@ mod show;
 use clap::Parser;
 
 fn main() {
+    restore_sigpipe();
     let args = cli::Cli::parse();
     let code = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt.block_on(dispatch(args)),
@@ -19,6 +20,17 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Rust ignores SIGPIPE, so `cutover plan … | head` would panic on a closed
+/// pipe; a command-line tool should just stop, like `cat` does.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; it only
+    // resets one signal's disposition to the default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 async fn dispatch(args: cli::Cli) -> i32 {

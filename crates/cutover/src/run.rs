@@ -34,24 +34,33 @@ pub async fn run(state: &str, plan_path: &Path, out: Output) -> anyhow::Result<i
     let engine = open_engine(state)?;
     // Secrets are read before the run is recorded: a missing one stops
     // everything before any target is touched.
-    cutover_engine::secrets::resolve(&plan.secrets, &plan.dir, engine.redactor()).map_err(usage)?;
+    let secrets = cutover_engine::secrets::resolve(&plan.secrets, &plan.dir, engine.redactor()).map_err(usage)?;
     let run_id = engine.create_run(&plan, &text)?;
     eprintln!("run {run_id}: plan `{}` over {} target(s)", plan.name, plan.targets.len());
-    drive(&engine, &run_id, plan.targets.len() as u64, out).await
+    drive(&engine, &run_id, plan.targets.len() as u64, out, Some(secrets)).await
 }
 
 pub async fn resume(state: &str, run_id: &str, out: Output) -> anyhow::Result<i32> {
     let engine = open_engine(state)?;
     let total = engine.store().targets(run_id).map_err(usage)?.len() as u64;
     eprintln!("resuming run {run_id}");
-    drive(&engine, run_id, total, out).await
+    drive(&engine, run_id, total, out, None).await
 }
 
-async fn drive(engine: &Engine, run_id: &str, total: u64, out: Output) -> anyhow::Result<i32> {
+async fn drive(
+    engine: &Engine,
+    run_id: &str,
+    total: u64,
+    out: Output,
+    secrets: Option<std::collections::BTreeMap<String, String>>,
+) -> anyhow::Result<i32> {
     let events = engine.subscribe();
     let presenter = tokio::spawn(present(events, total));
     let ctrl_c = tokio::spawn(ctrl_c(engine.clone(), run_id.to_string()));
-    let result = engine.drive(run_id).await;
+    let result = match secrets {
+        Some(s) => engine.drive_with_secrets(run_id, s).await,
+        None => engine.drive(run_id).await,
+    };
     ctrl_c.abort();
     presenter.abort();
     let _ = presenter.await;

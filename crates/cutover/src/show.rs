@@ -168,7 +168,7 @@ fn describe(s: &Step, phase: &str, prefix: &str, ctx: &serde_json::Value, out: &
         flags.push("not idempotent".into());
     }
     let action = if flags.is_empty() { action } else { format!("{action}  [{}]", flags.join(", ")) };
-    out.push(json!({ "phase": phase, "step": format!("{prefix}{}", s.name), "kind": s.kind.name(), "action": action }));
+    out.push(json!({ "phase": phase, "step": format!("{prefix}{}", s.name), "kind": s.kind.name(), "description": s.description, "action": action }));
     if let StepKind::Block(b) = &s.kind {
         for i in &b.steps {
             describe(i, phase, &format!("{prefix}  "), ctx, out);

@@ -34,6 +34,9 @@ pub async fn run(s: &ExecStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> 
         Some(c) => ctx.plan_dir.join(ctx.render(c, "cwd")?),
         None => ctx.plan_dir.to_path_buf(),
     };
+    if !cwd.is_dir() {
+        return Err(ctx.fail(format!("the working directory {} does not exist", cwd.display())));
+    }
     cmd.current_dir(&cwd);
     let child = cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {

@@ -38,7 +38,11 @@ pub async fn run(s: &HttpStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> 
         let snippet: String = body.chars().take(200).collect();
         return Err(ctx.fail(format!("{} {url} answered {status}, expected {expected}: {snippet}", s.method)));
     }
+    // The HTTP status is always `http_status`; it is also `status` unless
+    // the body has a field of that name (the body's own fields win, as an
+    // exec step's JSON wins over `exit_code`).
     let mut out = outputs_from_text(&body, "body");
-    out.insert("status".into(), Value::from(status));
+    out.insert("http_status".into(), Value::from(status));
+    out.entry("status").or_insert(Value::from(status));
     Ok(out)
 }

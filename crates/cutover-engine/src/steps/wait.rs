@@ -21,12 +21,12 @@ pub async fn run(s: &WaitStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> 
             let probe_ctx = StepCtx { step: &p.name, timeout: p.timeout, ..*ctx };
             // A failing probe is a reading, not the end of the wait: the
             // condition sees it as `probe.error`.
-            let result = match p.timeout {
-                Some(t) => tokio::time::timeout(t, execute(&p.kind, &probe_ctx))
-                    .await
-                    .unwrap_or_else(|_| Err(StepError::Failed(format!("the probe timed out after {t:?}")))),
-                None => execute(&p.kind, &probe_ctx).await,
-            };
+            // A hanging probe must not outlive the wait's deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let limit = p.timeout.map_or(left, |t| t.min(left));
+            let result = tokio::time::timeout(limit, execute(&p.kind, &probe_ctx)).await.unwrap_or_else(|_| {
+                Err(StepError::Failed(format!("the probe timed out after {}", cutover_plan::duration::format(limit))))
+            });
             last_probe = match result {
                 Ok(o) => Value::Object(o),
                 Err(e) => serde_json::json!({ "error": e.to_string() }),
