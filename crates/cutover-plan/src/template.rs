@@ -53,6 +53,12 @@ pub fn references(source: &str) -> Result<BTreeSet<(String, Option<String>)>, Te
         .collect())
 }
 
+/// The full dotted paths a template reads (`outputs.inspect.rows`).
+pub fn paths(source: &str) -> Result<BTreeSet<String>, TemplateError> {
+    let t = env().template_from_str(source).map_err(|e| error(source, &e))?;
+    Ok(t.undeclared_variables(true).into_iter().collect())
+}
+
 /// Renders a template over a JSON context.
 pub fn render(source: &str, ctx: &serde_json::Value) -> Result<String, TemplateError> {
     // Most strings in a plan hold no template syntax at all.

@@ -5,6 +5,7 @@ use crate::output::{json, table, usage};
 use crate::run::{event_line, open_engine};
 use cutover_engine::Engine;
 use cutover_engine::model::{RunState, TargetState};
+use cutover_engine::redact::Redactor;
 use cutover_plan::{Command, Plan, Step, StepKind, Template};
 use serde_json::json;
 use std::path::Path;
@@ -17,9 +18,17 @@ pub fn validate(path: &Path, out: Output) -> anyhow::Result<i32> {
                 eprintln!("{w}");
             }
             if out == Output::Json {
-                json(
-                    &json!({ "valid": true, "plan": plan.name, "targets": plan.all_targets.len(), "selected": plan.targets.len(), "phases": plan.phases.len(), "steps": steps, "diagnostics": [] }),
-                )?;
+                let warnings: Vec<_> = plan.warnings.iter().map(diag_json).collect();
+                json(&json!({
+                    "valid": true,
+                    "plan": plan.name,
+                    "targets": plan.all_targets.len(),
+                    "selected": plan.targets.len(),
+                    "phases": plan.phases.len(),
+                    "steps": steps,
+                    "diagnostics": [],
+                    "warnings": warnings,
+                }))?;
             } else {
                 println!(
                     "{}: plan `{}` is valid: {} target(s) ({} selected), {} phase(s), {} step(s)",
@@ -35,10 +44,7 @@ pub fn validate(path: &Path, out: Output) -> anyhow::Result<i32> {
         }
         Err(d) => {
             if out == Output::Json {
-                let diags: Vec<_> = d
-                    .iter()
-                    .map(|x| json!({ "file": &*x.pos.file, "line": x.pos.line, "column": x.pos.column, "code": x.code, "message": x.message, "help": x.help }))
-                    .collect();
+                let diags: Vec<_> = d.iter().map(diag_json).collect();
                 json(&json!({ "valid": false, "diagnostics": diags }))?;
             } else {
                 eprint!("{d}");
@@ -47,6 +53,10 @@ pub fn validate(path: &Path, out: Output) -> anyhow::Result<i32> {
             Ok(2)
         }
     }
+}
+
+fn diag_json(x: &cutover_plan::Diagnostic) -> serde_json::Value {
+    json!({ "file": &*x.pos.file, "line": x.pos.line, "column": x.pos.column, "code": x.code, "message": x.message, "help": x.help })
 }
 
 pub fn schema() -> anyhow::Result<i32> {
@@ -67,6 +77,14 @@ pub fn plan(path: &Path, out: Output) -> anyhow::Result<i32> {
     for w in &plan.warnings {
         eprintln!("{w}");
     }
+    let redactor = Redactor::default();
+    for t in &plan.all_targets {
+        for v in t.vars.values().chain(plan.vars.values()) {
+            if let Some(s) = v.as_str() {
+                redactor.add_url_password(s);
+            }
+        }
+    }
     let mut all = vec![];
     for t in &plan.targets {
         let mut ctx = cutover_plan::context(t, &plan.vars, &Default::default());
@@ -83,10 +101,10 @@ pub fn plan(path: &Path, out: Output) -> anyhow::Result<i32> {
                 o.insert("phase".into(), json!({ "name": p.name }));
             }
             for s in &p.steps {
-                describe(s, &p.name, "", &ctx, &mut steps);
+                describe(s, &p.name, "", &ctx, &redactor, &mut steps);
             }
             for s in &p.rollback {
-                describe(s, &p.name, "rollback ", &ctx, &mut steps);
+                describe(s, &p.name, "rollback ", &ctx, &redactor, &mut steps);
             }
         }
         all.push(json!({ "target": t.name, "labels": t.labels, "after": t.after, "steps": steps }));
@@ -133,22 +151,51 @@ fn after_note(t: &serde_json::Value) -> String {
     }
 }
 
-fn render(t: &Template, ctx: &serde_json::Value) -> String {
-    cutover_plan::template::render(&t.source, ctx).unwrap_or_else(|_| t.source.clone())
+/// Renders for the dry run: outputs of steps are only known at run time, so
+/// each `outputs.…` path shows as `<outputs.…>`; passwords written in vars
+/// are hidden.
+fn render(t: &Template, ctx: &serde_json::Value, redactor: &Redactor) -> String {
+    let mut ctx = ctx.clone();
+    for path in cutover_plan::template::paths(&t.source).unwrap_or_default() {
+        let mut parts = path.split('.');
+        if parts.next() != Some("outputs") {
+            continue;
+        }
+        let mut node = &mut ctx["outputs"];
+        let rest: Vec<&str> = parts.collect();
+        for (i, p) in rest.iter().enumerate() {
+            if !node.is_object() {
+                *node = json!({});
+            }
+            node = &mut node[*p];
+            if i + 1 == rest.len() && node.is_null() {
+                *node = json!(format!("<{path}>"));
+            }
+        }
+    }
+    let text = cutover_plan::template::render(&t.source, &ctx).unwrap_or_else(|_| t.source.clone());
+    redactor.redact(&text)
 }
 
-fn describe(s: &Step, phase: &str, prefix: &str, ctx: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+fn describe(
+    s: &Step,
+    phase: &str,
+    prefix: &str,
+    ctx: &serde_json::Value,
+    r: &Redactor,
+    out: &mut Vec<serde_json::Value>,
+) {
     let action = match &s.kind {
         StepKind::Exec(x) => match &x.command {
-            Command::Shell(t) => format!("exec: sh -c {:?}", render(t, ctx)),
-            Command::Argv(v) => format!("exec: {:?}", v.iter().map(|t| render(t, ctx)).collect::<Vec<_>>()),
+            Command::Shell(t) => format!("exec: sh -c {:?}", render(t, ctx, r)),
+            Command::Argv(v) => format!("exec: {:?}", v.iter().map(|t| render(t, ctx, r)).collect::<Vec<_>>()),
         },
         StepKind::Sql(x) => format!(
             "sql on {}: {}",
-            cutover_pg_describe(&render(&x.dsn, ctx)),
+            cutover_pg_describe(&render(&x.dsn, ctx, r)),
             x.statements.iter().map(|s| s.sql.trim().to_string()).collect::<Vec<_>>().join("; ")
         ),
-        StepKind::Http(x) => format!("http: {} {}", x.method, render(&x.url, ctx)),
+        StepKind::Http(x) => format!("http: {} {}", x.method, render(&x.url, ctx, r)),
         StepKind::Wait(x) => {
             format!("wait until {} (every {})", x.until.source, cutover_plan::duration::format(x.interval))
         }
@@ -171,10 +218,10 @@ fn describe(s: &Step, phase: &str, prefix: &str, ctx: &serde_json::Value, out: &
     out.push(json!({ "phase": phase, "step": format!("{prefix}{}", s.name), "kind": s.kind.name(), "description": s.description, "action": action }));
     if let StepKind::Block(b) = &s.kind {
         for i in &b.steps {
-            describe(i, phase, &format!("{prefix}  "), ctx, out);
+            describe(i, phase, &format!("{prefix}  "), ctx, r, out);
         }
         for f in &b.finally {
-            describe(f, phase, &format!("{prefix}  finally "), ctx, out);
+            describe(f, phase, &format!("{prefix}  finally "), ctx, r, out);
         }
     }
 }

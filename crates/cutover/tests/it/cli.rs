@@ -174,3 +174,35 @@ fn help_teaches_with_examples_and_completions_exist() {
     let o = w.run(&["completions", "bash"]);
     assert!(text(&o.stdout).contains("_cutover()"), "bash completions");
 }
+
+#[test]
+fn the_dry_run_hides_inline_passwords_and_shows_outputs_as_placeholders() {
+    let w = Work::new();
+    w.write(
+        "p.toml",
+        r#"name = "dry"
+[[targets]]
+name = "a"
+vars = { dsn = "postgres://app:hunter2-inline@db.internal/app" }
+[[phases]]
+name = "p"
+[[phases.steps]]
+name = "size"
+kind = "exec"
+command = "echo '{\"rows\": 5}'"
+[[phases.steps]]
+name = "copy"
+kind = "exec"
+command = ["pg-copy", "--source", "{{ vars.dsn }}", "--rows", "{{ outputs.size.rows }}"]
+"#,
+    );
+    let o = w.run(&["plan", "p.toml"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(!out.contains("hunter2-inline"), "{out}");
+    assert!(out.contains("\"postgres://app:[redacted]@db.internal/app\""), "{out}");
+    assert!(out.contains("\"<outputs.size.rows>\""), "{out}");
+    assert!(text(&o.stderr).contains("warning[inline-password]"), "{}", text(&o.stderr));
+    let j = w.json(&["validate", "p.toml"]);
+    assert_eq!(j["warnings"][0]["code"], "inline-password");
+}
