@@ -153,7 +153,13 @@ async fn present(mut rx: tokio::sync::broadcast::Receiver<Event>, total: u64) {
                     l.set_message(ev.message.clone());
                 }
             }
-            k if k.starts_with("target_") && !matches!(k, "target_interrupted" | "target_retry" | "target_skip") => {
+            k @ ("target_succeeded"
+            | "target_failed"
+            | "target_rolled_back"
+            | "target_aborted"
+            | "target_needs_attention"
+            | "target_skipped"
+            | "target_paused") => {
                 match k {
                     "target_succeeded" => ok += 1,
                     "target_failed" | "target_rolled_back" | "target_aborted" => failed += 1,
