@@ -122,7 +122,7 @@ fn abort_stops_the_step_in_flight_and_still_runs_finally() {
 #[test]
 fn pause_lets_the_step_finish_then_resume_completes_and_a_second_driver_is_refused() {
     let w = Work::new();
-    w.write("p.toml", &SLOW_BLOCK.replace("sleep 30", "sleep 1.5"));
+    w.write("p.toml", &SLOW_BLOCK.replace("sleep 30", "sleep 3"));
     let mut child = w.spawn(&["run", "p.toml"]);
     wait_until(20, "the long step to start", || w.file("long-a.started").exists());
     let run = w.run_id();
