@@ -162,7 +162,7 @@ pub async fn drive(
         secrets,
         http: reqwest::Client::builder()
             .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(300))
+            .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| EngineError::Other(format!("cannot set up the HTTP client: {e}")))?,
         pause: AtomicBool::new(false),

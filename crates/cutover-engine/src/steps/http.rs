@@ -4,13 +4,17 @@
 use super::{Outputs, StepCtx, StepError, outputs_from_text};
 use cutover_plan::HttpStep;
 use serde_json::Value;
+use std::time::Duration;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub async fn run(s: &HttpStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
     let url = ctx.render(&s.url, "the url")?;
     ctx.redactor.add_url_password(&url);
     let method = reqwest::Method::from_bytes(s.method.as_bytes())
         .map_err(|_| ctx.fail(format!("invalid method {}", s.method)))?;
-    let mut req = ctx.http.request(method, &url);
+    // Without a step timeout a request still ends: 5 minutes at most.
+    let mut req = ctx.http.request(method, &url).timeout(ctx.timeout.unwrap_or(DEFAULT_TIMEOUT));
     for (k, v) in &s.headers {
         req = req.header(k.as_str(), ctx.render(v, &format!("header {k}"))?);
     }
