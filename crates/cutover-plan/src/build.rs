@@ -139,6 +139,11 @@ impl Builder<'_> {
             name: self.str(node, "name").unwrap_or_default(),
             description: self.str(node, "description"),
             steps: self.steps(node, "steps"),
+            checks: node
+                .get("checks")
+                .and_then(Node::as_array)
+                .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
             rollback: self.steps(node, "rollback"),
             pos: self.pos(node.span),
         }
@@ -149,6 +154,93 @@ impl Builder<'_> {
             .and_then(Node::as_array)
             .map(|a| a.iter().filter_map(|n| self.step(n)).collect())
             .unwrap_or_default()
+    }
+
+    fn conditions(&self, node: &Node) -> Conditions {
+        let num = |n: Option<&Node>| match n.map(|x| &x.value) {
+            Some(Value::Int(i)) => Some(*i as f64),
+            Some(Value::Float(f)) => Some(*f),
+            _ => None,
+        };
+        Conditions {
+            ok: self.expr(node, "ok"),
+            warn: self.expr(node, "warn"),
+            alarm: self.expr(node, "alarm"),
+            range: node.get("range").map(|r| (num(r.get("min")), num(r.get("max")))),
+        }
+    }
+
+    /// A check, or `None` when its kind is unknown (already reported).
+    pub fn check(&self, node: &Node) -> Option<Check> {
+        let missing = || Template { source: String::new(), pos: self.pos(node.span) };
+        let kind = match node.get("kind").and_then(Node::as_str)? {
+            "http" => CheckKind::Http {
+                url: self.template(node, "url").unwrap_or_else(missing),
+                method: self.str(node, "method").unwrap_or_else(|| "GET".into()),
+                headers: self.template_map(node, "headers"),
+                json_path: self.str(node, "json_path"),
+                body_regex: self.str(node, "body_regex"),
+            },
+            "sql" => CheckKind::Sql {
+                dsn: self
+                    .template(node, "dsn")
+                    .unwrap_or(Template { source: "{{ vars.dsn }}".into(), pos: self.pos(node.span) }),
+                query: self.str(node, "query"),
+                params: self.templates(node, "params"),
+                preset: self.str(node, "preset"),
+            },
+            "tcp" => CheckKind::Tcp { address: self.template(node, "address").unwrap_or_else(missing) },
+            "command" => CheckKind::Command {
+                command: match node.get("command").map(|c| &c.value) {
+                    Some(Value::Array(_)) => Command::Argv(self.templates(node, "command")),
+                    _ => Command::Shell(self.template(node, "command").unwrap_or_else(missing)),
+                },
+                env: self.template_map(node, "env"),
+            },
+            "prometheus" => CheckKind::Prometheus {
+                url: self.template(node, "url").unwrap_or_else(missing),
+                query: self.str(node, "query").unwrap_or_default(),
+            },
+            "log" => CheckKind::Log {
+                file: self.template(node, "file"),
+                command: self.str(node, "command"),
+                steps: node
+                    .get("steps")
+                    .map(|m| {
+                        m.entries()
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.name.clone(), v.as_str()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                heartbeat: self.str(node, "heartbeat"),
+                liveness: self.duration(node, "liveness").unwrap_or(Duration::from_secs(300)),
+            },
+            "manual" => CheckKind::Manual,
+            _ => return None,
+        };
+        let interval = self.duration(node, "interval").unwrap_or(Duration::from_secs(5));
+        Some(Check {
+            name: self.str(node, "name").unwrap_or_default(),
+            description: self.str(node, "description"),
+            scope: match node.get("scope").and_then(Node::as_str) {
+                Some("target") => CheckScope::Target,
+                _ => CheckScope::Run,
+            },
+            interval,
+            timeout: self.duration(node, "timeout").unwrap_or(Duration::from_secs(5)),
+            stale_after: self.duration(node, "stale_after").unwrap_or(interval * 3),
+            href: self.template(node, "href"),
+            conditions: self.conditions(node),
+            expect: node
+                .get("expect")
+                .map(|m| m.entries().iter().map(|(k, v)| (k.name.clone(), self.conditions(v))).collect())
+                .unwrap_or_default(),
+            hold_for: self.duration(node, "for"),
+            keep_for: self.duration(node, "keep_for"),
+            kind,
+            pos: self.pos(node.span),
+        })
     }
 
     /// A step, or `None` when its kind is unknown (already reported).

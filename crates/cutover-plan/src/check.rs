@@ -201,7 +201,18 @@ fn check_ref(
         "vars" if !refs.plan_vars.contains_key(field) => {
             let missing: Vec<&str> =
                 refs.targets.iter().filter(|t| !t.vars.contains_key(field)).map(|t| t.name.as_str()).collect();
-            if !missing.is_empty() {
+            if missing == [RUN_SCOPE] {
+                diags.push(
+                    Diagnostic::new(
+                        pos.clone(),
+                        "missing-var",
+                        format!("var `{field}` is not set in the plan's [vars]"),
+                    )
+                    .with_help(
+                        "a run-scoped check sees only the plan's vars; use scope = \"target\" to read each target's",
+                    ),
+                );
+            } else if !missing.is_empty() {
                 let shown = if missing.len() > 3 {
                     format!("{} and {} more", missing[..3].join(", "), missing.len() - 3)
                 } else {
@@ -480,6 +491,156 @@ pub fn secrets(defs: &[SecretDef], diags: &mut Diagnostics) {
                 Diagnostic::new(s.pos.clone(), "secret-ref", format!("secret `{}` must be a reference, not a value", s.name))
                     .with_help("write \"env:NAME\", \"file:PATH\" or \"command:CMD\" (e.g. command:vault kv get -field=pw secret/db)"),
             );
+        }
+    }
+}
+
+/// The stand-in target a run-scoped check is validated against.
+const RUN_SCOPE: &str = "(run scope)";
+
+/// What a check's conditions may read, besides `value`.
+fn check_roots(kind: &CheckKind) -> Vec<&'static str> {
+    let mut roots = vec!["value", "name", "target", "labels", "vars", "phase"];
+    roots.extend(match kind {
+        CheckKind::Http { .. } => &["http_status", "body"][..],
+        CheckKind::Command { .. } => &["exit_code", "stdout"][..],
+        CheckKind::Log { .. } => &["step", "alive", "since"][..],
+        _ => &[][..],
+    });
+    roots
+}
+
+/// Checks: unique names, their expressions, regexes and templates; phases
+/// name existing checks; `expect` names existing phases.
+pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
+    let mut names: BTreeMap<&str, &Pos> = BTreeMap::new();
+    let no_secrets = BTreeSet::new();
+    let phase_names: Vec<&str> = plan.phases.iter().map(|p| p.name.as_str()).collect();
+    // A run-scoped check sees only the plan's vars.
+    let run_scope = [Target {
+        name: RUN_SCOPE.into(),
+        labels: Default::default(),
+        vars: Default::default(),
+        after: vec![],
+        pos: Pos::default(),
+    }];
+    for c in &plan.checks {
+        if let Some(first) = names.insert(&c.name, &c.pos) {
+            diags.push(Diagnostic::new(
+                c.pos.clone(),
+                "duplicate-check",
+                format!("check `{}` is defined twice (first at {first})", c.name),
+            ));
+        }
+        let targets: &[Target] = match c.scope {
+            CheckScope::Run => &run_scope,
+            CheckScope::Target => &plan.targets,
+        };
+        let refs = Refs { earlier_steps: &[], secrets: &no_secrets, targets, plan_vars: &plan.vars };
+        let roots = check_roots(&c.kind);
+        let all_conditions = std::iter::once((None, &c.conditions)).chain(c.expect.iter().map(|(p, x)| (Some(p), x)));
+        for (phase, cond) in all_conditions {
+            for e in [&cond.ok, &cond.warn, &cond.alarm].into_iter().flatten() {
+                compile(e, &roots, Some(&refs), diags);
+            }
+            if let Some(p) = phase
+                && !phase_names.contains(&p.as_str())
+            {
+                let mut d = Diagnostic::new(
+                    c.pos.clone(),
+                    "unknown-phase",
+                    format!("check `{}` has expectations for phase `{p}`, which the plan does not have", c.name),
+                );
+                if let Some(s) = closest(p, &phase_names) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                diags.push(d);
+            }
+        }
+        if let Some(h) = &c.href {
+            check_template(h, &refs, diags);
+        }
+        let regex = |r: &str, what: &str, diags: &mut Diagnostics| {
+            if let Err(e) = regex::Regex::new(r) {
+                diags.push(Diagnostic::new(
+                    c.pos.clone(),
+                    "regex",
+                    format!("invalid regex in {what} of check `{}`: {e}", c.name),
+                ));
+            }
+        };
+        match &c.kind {
+            CheckKind::Http { url, headers, body_regex, .. } => {
+                check_template(url, &refs, diags);
+                headers.values().for_each(|t| check_template(t, &refs, diags));
+                if let Some(r) = body_regex {
+                    regex(r, "`body_regex`", diags);
+                }
+            }
+            CheckKind::Sql { dsn, query, params, preset } => {
+                check_template(dsn, &refs, diags);
+                params.iter().for_each(|t| check_template(t, &refs, diags));
+                match (query, preset) {
+                    (Some(q), None) => {
+                        if max_placeholder(q) != params.len() {
+                            diags.push(Diagnostic::new(
+                                c.pos.clone(),
+                                "sql-params",
+                                format!("the query of check `{}` uses {} bind parameter(s) but {} are given in `params`", c.name, max_placeholder(q), params.len()),
+                            ));
+                        }
+                    }
+                    (None, Some(_)) => {}
+                    _ => diags.push(
+                        Diagnostic::new(c.pos.clone(), "sql-check", format!("sql check `{}` needs exactly one of `query` and `preset`", c.name))
+                            .with_help("presets: connections, blocking_locks, long_transactions, replication_lag, progress_copy, progress_create_index, progress_cluster, progress_vacuum"),
+                    ),
+                }
+            }
+            CheckKind::Tcp { address } => check_template(address, &refs, diags),
+            CheckKind::Command { command, env } => {
+                match command {
+                    Command::Shell(t) => check_template(t, &refs, diags),
+                    Command::Argv(v) => v.iter().for_each(|t| check_template(t, &refs, diags)),
+                }
+                env.values().for_each(|t| check_template(t, &refs, diags));
+            }
+            CheckKind::Prometheus { url, .. } => check_template(url, &refs, diags),
+            CheckKind::Log { file, command, steps, heartbeat, .. } => {
+                if file.is_some() == command.is_some() {
+                    diags.push(Diagnostic::new(
+                        c.pos.clone(),
+                        "log-source",
+                        format!("log check `{}` needs exactly one of `file` and `command`", c.name),
+                    ));
+                }
+                if let Some(f) = file {
+                    check_template(f, &refs, diags);
+                }
+                for (step, r) in steps {
+                    regex(r, &format!("step `{step}`"), diags);
+                }
+                if let Some(h) = heartbeat {
+                    regex(h, "`heartbeat`", diags);
+                }
+            }
+            CheckKind::Manual => {}
+        }
+    }
+    for p in &plan.phases {
+        for name in &p.checks {
+            if !names.contains_key(name.as_str()) {
+                let known: Vec<&str> = names.keys().copied().collect();
+                let mut d = Diagnostic::new(
+                    p.pos.clone(),
+                    "unknown-check",
+                    format!("phase `{}` lists check `{name}`, which the plan does not declare", p.name),
+                );
+                if let Some(s) = closest(name, &known) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                diags.push(d);
+            }
         }
     }
 }

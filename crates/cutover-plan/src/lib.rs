@@ -93,9 +93,15 @@ pub fn load_str(path: &str, text: &str, dir: &Path, targets: Option<Vec<Target>>
         all_targets,
         targets: selected,
         phases,
+        checks: root
+            .get("checks")
+            .and_then(tree::Node::as_array)
+            .map(|a| a.iter().filter_map(|c| b.check(c)).collect())
+            .unwrap_or_default(),
         warnings: vec![],
     };
     check::phases(&plan, &mut diags);
+    check::checks(&plan, &mut diags);
     if diags.is_empty() {
         let mut plan = plan;
         plan.warnings = inline_password_warnings(&plan);

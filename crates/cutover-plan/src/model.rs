@@ -41,6 +41,7 @@ pub struct Plan {
     /// The targets the plan applies to (those `select` keeps), in inventory order.
     pub targets: Vec<Target>,
     pub phases: Vec<Phase>,
+    pub checks: Vec<Check>,
     /// Problems that do not stop the plan (shown by validate, plan and run).
     #[serde(skip)]
     pub warnings: Vec<crate::Diagnostic>,
@@ -85,6 +86,8 @@ pub struct Phase {
     pub name: String,
     pub description: Option<String>,
     pub steps: Vec<Step>,
+    /// Checks that must be ok for the phase to be complete.
+    pub checks: Vec<String>,
     pub rollback: Vec<Step>,
     #[serde(skip)]
     pub pos: Pos,
@@ -213,6 +216,10 @@ impl Plan {
         self.all_steps().into_iter().map(|(_, s)| s).find(|s| s.name == name)
     }
 
+    pub fn check(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
     }
@@ -235,5 +242,112 @@ impl Step {
             }
             _ => {}
         }
+    }
+}
+
+/// A check (probe): a measurement with a status, on an interval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub description: Option<String>,
+    pub scope: CheckScope,
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub stale_after: Duration,
+    pub href: Option<Template>,
+    /// The expectation outside the phases named in `expect`.
+    pub conditions: Conditions,
+    /// Expectations by phase name.
+    pub expect: BTreeMap<String, Conditions>,
+    #[serde(rename = "for", serialize_with = "ser_opt_duration")]
+    pub hold_for: Option<Duration>,
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub keep_for: Option<Duration>,
+    #[serde(flatten)]
+    pub kind: CheckKind,
+    #[serde(skip)]
+    pub pos: Pos,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckScope {
+    Run,
+    Target,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct Conditions {
+    pub ok: Option<Expr>,
+    pub warn: Option<Expr>,
+    pub alarm: Option<Expr>,
+    pub range: Option<(Option<f64>, Option<f64>)>,
+}
+
+impl Conditions {
+    pub fn is_empty(&self) -> bool {
+        self.ok.is_none() && self.warn.is_none() && self.alarm.is_none() && self.range.is_none()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum CheckKind {
+    Http {
+        url: Template,
+        method: String,
+        headers: BTreeMap<String, Template>,
+        json_path: Option<String>,
+        body_regex: Option<String>,
+    },
+    Sql {
+        dsn: Template,
+        query: Option<String>,
+        params: Vec<Template>,
+        preset: Option<String>,
+    },
+    Tcp {
+        address: Template,
+    },
+    Command {
+        command: Command,
+        env: BTreeMap<String, Template>,
+    },
+    Prometheus {
+        url: Template,
+        query: String,
+    },
+    Log {
+        file: Option<Template>,
+        command: Option<String>,
+        steps: Vec<(String, String)>,
+        heartbeat: Option<String>,
+        #[serde(serialize_with = "ser_duration")]
+        liveness: Duration,
+    },
+    Manual,
+}
+
+impl CheckKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Http { .. } => "http",
+            CheckKind::Sql { .. } => "sql",
+            CheckKind::Tcp { .. } => "tcp",
+            CheckKind::Command { .. } => "command",
+            CheckKind::Prometheus { .. } => "prometheus",
+            CheckKind::Log { .. } => "log",
+            CheckKind::Manual => "manual",
+        }
+    }
+}
+
+impl Check {
+    /// The expectation in force during `phase`.
+    pub fn conditions_for(&self, phase: Option<&str>) -> &Conditions {
+        phase.and_then(|p| self.expect.get(p)).unwrap_or(&self.conditions)
     }
 }

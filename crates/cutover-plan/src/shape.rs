@@ -19,6 +19,8 @@ pub enum Ty {
     Expr,
     /// A string rendered with the template engine (`{{ vars.dsn }}`).
     Template,
+    /// An integer or a float.
+    Number,
     /// Any scalar (string, number, boolean), kept as text.
     Scalar,
     /// Any value at all (vars keep their JSON type).
@@ -28,8 +30,8 @@ pub enum Ty {
     /// A table with free keys, each value of the given type.
     Map(&'static Ty),
     Table(&'static Table),
-    /// A step: common fields plus the fields of its `kind`.
-    Step,
+    /// A table whose fields depend on its `kind` (a step, a check).
+    Kinded(&'static Kinded),
     /// The first alternative whose JSON type matches the value.
     OneOf(&'static [&'static Ty]),
 }
@@ -38,6 +40,20 @@ pub struct Table {
     /// How messages name this table: "step", "phase", "target"…
     pub what: &'static str,
     pub fields: &'static [Field],
+}
+
+/// Common fields plus the fields of each `kind`.
+pub struct Kinded {
+    /// How messages name it: "step", "check".
+    pub what: &'static str,
+    pub common: &'static [Field],
+    pub kinds: &'static [(&'static str, &'static [Field])],
+}
+
+impl Kinded {
+    pub fn fields(&self, kind: &str) -> Option<&'static [Field]> {
+        self.kinds.iter().find(|(k, _)| *k == kind).map(|(_, f)| *f)
+    }
 }
 
 pub struct Field {
@@ -62,7 +78,7 @@ static EXPR: Ty = Ty::Expr;
 static TEMPLATE: Ty = Ty::Template;
 static SCALAR: Ty = Ty::Scalar;
 static ANY: Ty = Ty::Any;
-static STEP: Ty = Ty::Step;
+static STEP: Ty = Ty::Kinded(&STEP_KINDED);
 static POSITIVE: Ty = Ty::Int(1, 1_000_000);
 static RETRIES: Ty = Ty::Int(0, 1000);
 static STATUS: Ty = Ty::Int(100, 599);
@@ -141,17 +157,129 @@ pub static BLOCK_FIELDS: &[Field] = &[
     f("finally", &STEPS, "Steps that always run once the block has started, even after a failure or an abort."),
 ];
 
+pub static STEP_KINDED: Kinded = Kinded {
+    what: "step",
+    common: STEP_COMMON,
+    kinds: &[
+        ("exec", EXEC_FIELDS),
+        ("sql", SQL_FIELDS),
+        ("http", HTTP_FIELDS),
+        ("wait", WAIT_FIELDS),
+        ("block", BLOCK_FIELDS),
+    ],
+};
+
 /// The kind-specific fields of a step kind.
 pub fn kind_fields(kind: &str) -> Option<&'static [Field]> {
-    Some(match kind {
-        "exec" => EXEC_FIELDS,
-        "sql" => SQL_FIELDS,
-        "http" => HTTP_FIELDS,
-        "wait" => WAIT_FIELDS,
-        "block" => BLOCK_FIELDS,
-        _ => return None,
-    })
+    STEP_KINDED.fields(kind)
 }
+
+/// The check kinds, in the order the docs list them.
+pub const CHECK_KINDS: &[&str] = &["http", "sql", "tcp", "command", "prometheus", "log", "manual"];
+static CHECK_KIND: Ty = Ty::Enum(CHECK_KINDS);
+pub const CHECK_SCOPES: &[&str] = &["run", "target"];
+static CHECK_SCOPE: Ty = Ty::Enum(CHECK_SCOPES);
+pub const SQL_PRESETS: &[&str] = &[
+    "connections",
+    "blocking_locks",
+    "long_transactions",
+    "replication_lag",
+    "progress_copy",
+    "progress_create_index",
+    "progress_cluster",
+    "progress_vacuum",
+];
+static SQL_PRESET: Ty = Ty::Enum(SQL_PRESETS);
+static NUMBER: Ty = Ty::Number;
+static RANGE: Table = Table {
+    what: "range",
+    fields: &[
+        f("min", &NUMBER, "The value must be at least this."),
+        f("max", &NUMBER, "The value must be at most this."),
+    ],
+};
+static RANGE_TY: Ty = Ty::Table(&RANGE);
+static CONDITIONS: Table = Table {
+    what: "expectation",
+    fields: &[
+        f("ok", &EXPR, "CEL over `value`: the check is ok when it holds."),
+        f("warn", &EXPR, "CEL over `value`: the check warns when it holds (and alarm does not)."),
+        f("alarm", &EXPR, "CEL over `value`: the check is in alarm when it holds."),
+        f("range", &RANGE_TY, "Shorthand for ok: min <= value <= max."),
+    ],
+};
+static CONDITIONS_TY: Ty = Ty::Table(&CONDITIONS);
+static EXPECT: Ty = Ty::Map(&CONDITIONS_TY);
+
+pub static CHECK_COMMON: &[Field] = &[
+    req("name", &STR, "The check's name, unique in the plan; gates read it as `checks.<name>`."),
+    req("kind", &CHECK_KIND, "What the check measures: http, sql, tcp, command, prometheus, log or manual."),
+    f("description", &STR, "What the check is for, shown in the tower."),
+    f("scope", &CHECK_SCOPE, "\"run\" (one result for the run, default) or \"target\" (one result per target)."),
+    f("interval", &DURATION, "Time between probes (default \"5s\")."),
+    f("timeout", &DURATION, "Longest time one probe may take (default \"5s\")."),
+    f("stale_after", &DURATION, "A result older than this is stale, never ok (default: 3 intervals)."),
+    f("href", &TEMPLATE, "A link to the check's source (a dashboard, a log), shown in the tower."),
+    f("ok", &EXPR, "CEL over `value`: the check is ok when it holds."),
+    f("warn", &EXPR, "CEL over `value`: the check warns when it holds (and alarm does not)."),
+    f("alarm", &EXPR, "CEL over `value`: the check is in alarm when it holds."),
+    f("range", &RANGE_TY, "Shorthand for ok: min <= value <= max."),
+    f("for", &DURATION, "A new status must hold this long before it shows (\"pending\" meanwhile)."),
+    f("keep_for", &DURATION, "A warn, alarm or error status stays at least this long after it clears (anti-flap)."),
+    f(
+        "expect",
+        &EXPECT,
+        "Expectations per phase, replacing ok/warn/alarm/range while that phase is current: { reopen = { ok = \"value == 200\" } }.",
+    ),
+];
+
+static HTTP_CHECK_FIELDS: &[Field] = &[
+    req("url", &TEMPLATE, "The URL to probe."),
+    f("method", &HTTP_METHOD, "HTTP method (default GET)."),
+    f("headers", &TEMPLATE_MAP, "Request headers."),
+    f("json_path", &STR, "The value is this field of a JSON body: `$.status`, `$.items[0].state`."),
+    f("body_regex", &STR, "The value is whether the body matches (or its first capture group)."),
+];
+static SQL_CHECK_FIELDS: &[Field] = &[
+    f("dsn", &TEMPLATE, "Connection string (default \"{{ vars.dsn }}\")."),
+    f("query", &STR, "A query: one column gives a scalar value, several give a row."),
+    f("params", &TEMPLATE_ARRAY, "Bind parameters of `query`."),
+    f("preset", &SQL_PRESET, "A built-in query instead of `query`."),
+];
+static TCP_CHECK_FIELDS: &[Field] =
+    &[req("address", &TEMPLATE, "host:port to connect to; the value is whether it is open.")];
+static COMMAND_CHECK_FIELDS: &[Field] = &[
+    req("command", &COMMAND, "A shell command or argv; the value is its stdout as JSON or a number, else text."),
+    f("env", &TEMPLATE_MAP, "Environment variables added for the command."),
+];
+static PROMETHEUS_CHECK_FIELDS: &[Field] = &[
+    req("url", &TEMPLATE, "The Prometheus server (e.g. http://127.0.0.1:9090)."),
+    req("query", &STR, "An instant PromQL query; the value is the first sample."),
+];
+static LOG_STEPS: Ty = Ty::Map(&STR);
+static LOG_CHECK_FIELDS: &[Field] = &[
+    f("file", &TEMPLATE, "A log file to follow."),
+    f("command", &STR, "A command whose stdout is followed (instead of `file`)."),
+    req("steps", &LOG_STEPS, "Step name → regex: the latest matching line says the current step."),
+    f("heartbeat", &STR, "A regex for liveness lines (they do not change the step)."),
+    f("liveness", &DURATION, "Without a heartbeat for this long the process is not alive (default \"5m\")."),
+];
+
+pub static CHECK_KINDED: Kinded = Kinded {
+    what: "check",
+    common: CHECK_COMMON,
+    kinds: &[
+        ("http", HTTP_CHECK_FIELDS),
+        ("sql", SQL_CHECK_FIELDS),
+        ("tcp", TCP_CHECK_FIELDS),
+        ("command", COMMAND_CHECK_FIELDS),
+        ("prometheus", PROMETHEUS_CHECK_FIELDS),
+        ("log", LOG_CHECK_FIELDS),
+        ("manual", &[]),
+    ],
+};
+static CHECK_TY: Ty = Ty::Kinded(&CHECK_KINDED);
+static CHECKS: Ty = Ty::Array(&CHECK_TY);
 
 static LABELS: Ty = Ty::Map(&SCALAR);
 static VARS: Ty = Ty::Map(&ANY);
@@ -196,7 +324,12 @@ pub static PHASE: Table = Table {
     fields: &[
         req("name", &STR, "Unique name of the phase."),
         f("description", &STR, "Free text."),
-        req("steps", &STEPS, "The phase's steps, in order."),
+        f("steps", &STEPS, "The phase's steps, in order (none in a watched plan)."),
+        f(
+            "checks",
+            &STR_ARRAY,
+            "Checks that must all be ok for the phase to be complete (watch mode) and that gates read.",
+        ),
         f("rollback", &STEPS, "Steps run (in reverse order of phases) when a target fails after this phase began."),
     ],
 };
@@ -223,6 +356,7 @@ pub static PLAN: Table = Table {
             "Named secrets: \"env:NAME\", \"file:PATH\" or \"command:CMD\"; read as {{ secrets.NAME }}, never stored or printed.",
         ),
         f("concurrency", &CONCURRENCY_TY, "Concurrency limits."),
+        f("checks", &CHECKS, "Checks (probes): measurements with a status, shown in the tower and read by gates."),
         req("phases", &PHASES, "The phases, in order."),
     ],
 };
@@ -294,11 +428,12 @@ fn expected(ty: &Ty) -> String {
         Ty::Duration => "a duration such as \"30s\", \"5m\" or \"1h30m\"".into(),
         Ty::Expr => "a CEL expression (a string)".into(),
         Ty::Template => "a string (a template)".into(),
+        Ty::Number => "a number".into(),
         Ty::Scalar => "a string, number or boolean".into(),
         Ty::Any => "any value".into(),
         Ty::Enum(names) => format!("one of {}", quoted_list(names)),
         Ty::Array(item) => format!("an array of {}", plural(item)),
-        Ty::Map(_) | Ty::Table(_) | Ty::Step => "a table".into(),
+        Ty::Map(_) | Ty::Table(_) | Ty::Kinded(_) => "a table".into(),
         Ty::OneOf(alts) => alts.iter().map(|a| expected(a)).collect::<Vec<_>>().join(" or "),
     }
 }
@@ -306,7 +441,7 @@ fn expected(ty: &Ty) -> String {
 fn plural(ty: &Ty) -> String {
     match ty {
         Ty::Table(t) => format!("{}s", t.what),
-        Ty::Step => "steps".into(),
+        Ty::Kinded(k) => format!("{}s", k.what),
         Ty::Template | Ty::Str => "strings".into(),
         Ty::Int(..) => "integers".into(),
         other => expected(other),
@@ -323,10 +458,11 @@ fn type_matches(node: &Node, ty: &Ty) -> bool {
         (Ty::Str | Ty::Duration | Ty::Expr | Ty::Template | Ty::Enum(_), Value::Str(_)) => true,
         (Ty::Int(..), Value::Int(_)) => true,
         (Ty::Bool, Value::Bool(_)) => true,
+        (Ty::Number, Value::Int(_) | Value::Float(_)) => true,
         (Ty::Scalar, Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Datetime(_)) => true,
         (Ty::Any, _) => true,
         (Ty::Array(_), Value::Array(_)) => true,
-        (Ty::Map(_) | Ty::Table(_) | Ty::Step, Value::Table(_)) => true,
+        (Ty::Map(_) | Ty::Table(_) | Ty::Kinded(_), Value::Table(_)) => true,
         (Ty::OneOf(alts), _) => alts.iter().any(|a| type_matches(node, a)),
         _ => false,
     }
@@ -356,7 +492,11 @@ fn check_value(src: &Source, node: &Node, ty: &Ty, key: &str, diags: &mut Diagno
             }
         }
         (Ty::Enum(names), Value::Str(s)) if !names.contains(&s.as_str()) => {
-            let (code, what) = if key == "kind" { ("unknown-kind", "step kind") } else { ("enum", "value") };
+            let (code, what) = match key {
+                "kind" if *names == CHECK_KINDS => ("unknown-kind", "check kind"),
+                "kind" => ("unknown-kind", "step kind"),
+                _ => ("enum", "value"),
+            };
             let mut d = Diagnostic::new(
                 src.pos(node.span),
                 code,
@@ -378,7 +518,7 @@ fn check_value(src: &Source, node: &Node, ty: &Ty, key: &str, diags: &mut Diagno
             }
         }
         (Ty::Table(t), _) => check_table(src, node, t, diags),
-        (Ty::Step, _) => check_step(src, node, diags),
+        (Ty::Kinded(k), _) => check_kinded(src, node, k, diags),
         (Ty::OneOf(alts), _) => {
             if let Some(alt) = alts.iter().find(|a| type_matches(node, a)) {
                 check_value(src, node, alt, key, diags);
@@ -388,21 +528,21 @@ fn check_value(src: &Source, node: &Node, ty: &Ty, key: &str, diags: &mut Diagno
     }
 }
 
-fn check_step(src: &Source, node: &Node, diags: &mut Diagnostics) {
+fn check_kinded(src: &Source, node: &Node, k: &Kinded, diags: &mut Diagnostics) {
     let kind = node.get("kind").and_then(Node::as_str);
-    match kind.and_then(kind_fields) {
-        Some(fields) => check_fields(src, node, "step", &[STEP_COMMON, fields], diags),
+    match kind.and_then(|x| k.fields(x)) {
+        Some(fields) => check_fields(src, node, k.what, &[k.common, fields], diags),
         // Without a known kind only the common fields can be checked; the
         // kind itself is reported by the check of `kind` (or as missing).
         None => {
             let entries: Vec<_> = node
                 .entries()
                 .iter()
-                .filter(|(k, _)| STEP_COMMON.iter().any(|fl| fl.name == k.name))
+                .filter(|(key, _)| k.common.iter().any(|fl| fl.name == key.name))
                 .cloned()
                 .collect();
             let only_common = Node { value: Value::Table(entries), span: node.span };
-            check_fields(src, &only_common, "step", &[STEP_COMMON], diags);
+            check_fields(src, &only_common, k.what, &[k.common], diags);
         }
     }
 }
@@ -439,7 +579,10 @@ pub fn json_schema() -> serde_json::Value {
         obj.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
         obj.insert("$id".into(), json!("https://cutover.dev/schema/plan.json"));
         obj.insert("title".into(), json!("cutover plan"));
-        obj.insert("$defs".into(), json!({ "step": step_schema() }));
+        obj.insert(
+            "$defs".into(),
+            json!({ "step": kinded_schema(&STEP_KINDED), "check": kinded_schema(&CHECK_KINDED) }),
+        );
     }
     schema
 }
@@ -464,13 +607,14 @@ fn fields_schema(groups: &[&[Field]]) -> serde_json::Value {
     json!({ "type": "object", "properties": props, "required": required, "additionalProperties": false })
 }
 
-fn step_schema() -> serde_json::Value {
-    let variants: Vec<_> = STEP_KINDS
+fn kinded_schema(k: &Kinded) -> serde_json::Value {
+    let variants: Vec<_> = k
+        .kinds
         .iter()
-        .filter_map(|k| {
-            let mut s = fields_schema(&[STEP_COMMON, kind_fields(k)?]);
-            s["properties"]["kind"] = json!({ "const": k });
-            Some(s)
+        .map(|(name, fields)| {
+            let mut s = fields_schema(&[k.common, fields]);
+            s["properties"]["kind"] = json!({ "const": name });
+            s
         })
         .collect();
     json!({ "oneOf": variants })
@@ -483,13 +627,14 @@ fn ty_schema(ty: &Ty) -> serde_json::Value {
         Ty::Duration => json!({ "type": "string", "pattern": duration::PATTERN }),
         Ty::Int(min, max) => json!({ "type": "integer", "minimum": min, "maximum": max }),
         Ty::Bool => json!({ "type": "boolean" }),
+        Ty::Number => json!({ "type": "number" }),
         Ty::Scalar => json!({ "type": ["string", "number", "boolean"] }),
         Ty::Any => json!({}),
         Ty::Enum(names) => json!({ "enum": names }),
         Ty::Array(item) => json!({ "type": "array", "items": ty_schema(item) }),
         Ty::Map(item) => json!({ "type": "object", "additionalProperties": ty_schema(item) }),
         Ty::Table(t) => table_schema(t),
-        Ty::Step => json!({ "$ref": "#/$defs/step" }),
+        Ty::Kinded(k) => json!({ "$ref": format!("#/$defs/{}", k.what) }),
         Ty::OneOf(alts) => json!({ "oneOf": alts.iter().map(|a| ty_schema(a)).collect::<Vec<_>>() }),
     }
 }

@@ -45,7 +45,7 @@ fn invalid_plans_are_reported_at_their_position() {
         (
             "^phasez = []\n[[phases]]\nname = \"x\"\nsteps = []\n",
             &[
-                "2:1 unknown-key: unknown key `phasez` in plan `p` (expected one of: $schema, name, description, targets, select, vars, secrets, concurrency, phases)",
+                "2:1 unknown-key: unknown key `phasez` in plan `p` (expected one of: $schema, name, description, targets, select, vars, secrets, concurrency, checks, phases)",
             ],
         ),
         // 4. An unknown step kind.
@@ -187,6 +187,45 @@ fn invalid_plans_are_reported_at_their_position() {
         (
             &format!("{STEP}kind = \"exec\"\ncommand = \"true\"\nwhen = \"labels.size > 3\"\n"),
             &["11:9 cel-eval: `when` cannot be evaluated for target `a`: No such key: size"],
+        ),
+        // 27. An unknown check kind.
+        (
+            "[[checks]]\nname = \"c\"\nkind = \"ping\"\n[[phases]]\nname = \"x\"\n",
+            &[
+                "7:8 unknown-kind: unknown check kind \"ping\" for `kind` (expected one of: http, sql, tcp, command, prometheus, log, manual)",
+            ],
+        ),
+        // 28. A phase listing an undeclared check, with a suggestion.
+        (
+            "[[checks]]\nname = \"app-503\"\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\n[[phases]]\nname = \"x\"\nchecks = [\"app-053\"]\n",
+            &["9:1 unknown-check: phase `x` lists check `app-053`, which the plan does not declare"],
+        ),
+        // 29. A check condition reading an unknown variable.
+        (
+            "[[checks]]\nname = \"c\"\nkind = \"http\"\nurl = \"http://127.0.0.1/\"\nok = \"exit_code == 0\"\n[[phases]]\nname = \"x\"\n",
+            &[
+                "9:7 unknown-variable: unknown variable `exit_code` (expected one of: value, name, target, labels, vars, phase, http_status, body)",
+            ],
+        ),
+        // 30. Expectations for a phase the plan does not have.
+        (
+            "[[checks]]\nname = \"c\"\nkind = \"manual\"\nexpect = { reopn = { ok = \"value\" } }\n[[phases]]\nname = \"reopen\"\n",
+            &["5:1 unknown-phase: check `c` has expectations for phase `reopn`, which the plan does not have"],
+        ),
+        // 31. An sql check with both a query and a preset.
+        (
+            "[[checks]]\nname = \"c\"\nkind = \"sql\"\nquery = \"select 1\"\npreset = \"connections\"\n[[phases]]\nname = \"x\"\n",
+            &[
+                "5:1 missing-var: var `dsn` is not set in the plan's [vars]",
+                "5:1 sql-check: sql check `c` needs exactly one of `query` and `preset`",
+            ],
+        ),
+        // 32. An invalid regex in a log check.
+        (
+            "[[checks]]\nname = \"c\"\nkind = \"log\"\nfile = \"m.log\"\nsteps = { copy = \"copy (\" }\n[[phases]]\nname = \"x\"\n",
+            &[
+                "5:1 regex: invalid regex in step `copy` of check `c`: regex parse error:\n    copy (\n         ^\nerror: unclosed group",
+            ],
         ),
         // 26. A targets file that does not exist.
         (
