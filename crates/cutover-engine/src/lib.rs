@@ -25,6 +25,7 @@
 //! text bound for the store passes the redactor); only the holder of a run's
 //! lease changes its targets' and steps' states.
 
+pub mod checks;
 pub mod control;
 pub mod model;
 mod proc;
