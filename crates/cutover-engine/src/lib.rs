@@ -34,6 +34,7 @@ pub mod runner;
 pub mod secrets;
 pub mod steps;
 pub mod store;
+pub mod watch;
 
 use model::*;
 use redact::Redactor;

@@ -207,6 +207,18 @@ pub struct Request {
     pub note: Option<String>,
 }
 
+/// An operator's tick of a manual check.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Tick {
+    pub id: i64,
+    pub check: String,
+    pub target: Option<String>,
+    pub ok: bool,
+    pub actor: String,
+    pub note: Option<String>,
+    pub at: String,
+}
+
 /// The time now, as stored: RFC 3339 in UTC with microseconds.
 pub fn now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()

@@ -62,15 +62,15 @@ impl Shared {
 }
 
 /// The lease of this process on a run, renewed in the background.
-struct LeaseGuard {
+pub(crate) struct LeaseGuard {
     engine: Engine,
     run_id: String,
-    lost: Arc<AtomicBool>,
+    pub(crate) lost: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl LeaseGuard {
-    async fn acquire(engine: &Engine, run_id: &str) -> Result<LeaseGuard, EngineError> {
+    pub(crate) async fn acquire(engine: &Engine, run_id: &str) -> Result<LeaseGuard, EngineError> {
         let lease = Lease {
             holder: engine.holder.clone(),
             pid: i64::from(std::process::id()),

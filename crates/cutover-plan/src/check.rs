@@ -514,7 +514,7 @@ fn check_roots(kind: &CheckKind) -> Vec<&'static str> {
 /// name existing checks; `expect` names existing phases.
 pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
     let mut names: BTreeMap<&str, &Pos> = BTreeMap::new();
-    let no_secrets = BTreeSet::new();
+    let secrets: BTreeSet<String> = plan.secrets.iter().map(|s| s.name.clone()).collect();
     let phase_names: Vec<&str> = plan.phases.iter().map(|p| p.name.as_str()).collect();
     // A run-scoped check sees only the plan's vars.
     let run_scope = [Target {
@@ -536,7 +536,7 @@ pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
             CheckScope::Run => &run_scope,
             CheckScope::Target => &plan.targets,
         };
-        let refs = Refs { earlier_steps: &[], secrets: &no_secrets, targets, plan_vars: &plan.vars };
+        let refs = Refs { earlier_steps: &[], secrets: &secrets, targets, plan_vars: &plan.vars };
         let roots = check_roots(&c.kind);
         let all_conditions = std::iter::once((None, &c.conditions)).chain(c.expect.iter().map(|(p, x)| (Some(p), x)));
         for (phase, cond) in all_conditions {

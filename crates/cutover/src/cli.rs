@@ -113,6 +113,34 @@ pub enum Command {
         note: Option<String>,
     },
 
+    /// Watch a migration someone else runs: probe the plan's checks and pass
+    /// its phases in order, each complete once all its checks are ok.
+    #[command(
+        after_help = "Example:\n  cutover watch examples/pix-watch/plan.toml\n\nA phase's checks are listed in its `checks = [...]`; expectations may differ by phase\n(`expect = { reopen = { ok = \"value == 200\" } }`). Ctrl-C stops watching."
+    )]
+    Watch { plan: PathBuf },
+
+    /// Tick a manual check of a run, ok or not ok, with a note for the audit trail.
+    #[command(
+        after_help = "Example:\n  cutover check 20261121-101500-3f2a backups-off --ok --note \"disabled in the console\""
+    )]
+    Check {
+        run: String,
+        check: String,
+        /// The item is done.
+        #[arg(long, conflicts_with = "not_ok", required_unless_present = "not_ok")]
+        ok: bool,
+        /// The item is not done (or no longer).
+        #[arg(long)]
+        not_ok: bool,
+        /// For a target-scoped check: which target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        note: Option<String>,
+    },
+
     /// Print shell completions.
     #[command(after_help = "Example:\n  cutover completions bash > ~/.local/share/bash-completion/completions/cutover")]
     Completions { shell: clap_complete::Shell },

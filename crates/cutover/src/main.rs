@@ -6,6 +6,7 @@ mod control;
 mod output;
 mod run;
 mod show;
+mod watch;
 
 use clap::Parser;
 
@@ -51,6 +52,10 @@ async fn dispatch(args: cli::Cli) -> i32 {
         }
         cli::Command::Skip { run, target, note } => {
             control::target_action(&args.state, &run, &target, note, false, out).await
+        }
+        cli::Command::Watch { plan } => watch::watch(&args.state, &plan, out).await,
+        cli::Command::Check { run, check, ok, not_ok: _, target, note } => {
+            watch::tick(&args.state, &run, &check, ok, target, note, out)
         }
         cli::Command::Completions { shell } => {
             cli::completions(shell);

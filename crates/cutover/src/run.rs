@@ -102,7 +102,7 @@ async fn ctrl_c(engine: Engine, run_id: String) {
 }
 
 /// Shows events: progress bars on a terminal, one line per event otherwise.
-async fn present(mut rx: tokio::sync::broadcast::Receiver<Event>, total: u64) {
+pub async fn present(mut rx: tokio::sync::broadcast::Receiver<Event>, total: u64) {
     let tty = std::io::stderr().is_terminal();
     let multi =
         MultiProgress::with_draw_target(if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });

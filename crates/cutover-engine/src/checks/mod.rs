@@ -7,6 +7,7 @@ pub mod eval;
 mod http;
 mod log;
 mod prometheus;
+pub mod runner;
 mod sql;
 pub mod status;
 mod tcp;

@@ -77,6 +77,20 @@ pub trait Store: Send + Sync {
     /// to take over from a holder known to be dead).
     fn steal_lease(&self, run: &str, expected: &Lease, lease: &Lease) -> Result<bool>;
 
+    /// The latest result of a check (for a target), and its event if the status changed.
+    fn put_check_result(
+        &self,
+        run: &str,
+        check: &str,
+        target: Option<&str>,
+        result: &serde_json::Value,
+        event: Option<&NewEvent>,
+    ) -> Result<Option<Event>>;
+    fn check_results(&self, run: &str) -> Result<Vec<serde_json::Value>>;
+    /// An operator's tick of a manual check, with its event.
+    fn add_tick(&self, run: &str, tick: &Tick, event: &NewEvent) -> Result<Event>;
+    fn ticks(&self, run: &str, after: i64) -> Result<Vec<Tick>>;
+
     fn add_request(
         &self,
         run: &str,

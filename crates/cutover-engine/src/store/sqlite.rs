@@ -84,6 +84,23 @@ CREATE TABLE IF NOT EXISTS leases (
     host TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS check_results (
+    run_id TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    result_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, check_name, target)
+);
+CREATE TABLE IF NOT EXISTS ticks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    ok INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    note TEXT,
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
@@ -472,6 +489,67 @@ impl Store for SqliteStore {
         )? == 1)
     }
 
+    fn put_check_result(
+        &self,
+        run: &str,
+        check: &str,
+        target: Option<&str>,
+        result: &serde_json::Value,
+        event: Option<&NewEvent>,
+    ) -> Result<Option<Event>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.classify(e))?;
+        tx.execute(
+            "INSERT INTO check_results (run_id, check_name, target, result_json) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (run_id, check_name, target) DO UPDATE SET result_json = excluded.result_json",
+            params![run, check, target.unwrap_or(""), result.to_string()],
+        )
+        .map_err(|e| self.classify(e))?;
+        let ev = event.map(|e| insert_event(&tx, run, e)).transpose().map_err(|e| self.classify(e))?;
+        tx.commit().map_err(|e| self.classify(e))?;
+        Ok(ev)
+    }
+
+    fn check_results(&self, run: &str) -> Result<Vec<serde_json::Value>> {
+        self.all(
+            "SELECT result_json FROM check_results WHERE run_id = ?1 ORDER BY check_name, target",
+            params![run],
+            |r| {
+                let s: String = r.get(0)?;
+                Ok(serde_json::from_str(&s).unwrap_or(serde_json::Value::Null))
+            },
+        )
+    }
+
+    fn add_tick(&self, run: &str, tick: &Tick, event: &NewEvent) -> Result<Event> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.classify(e))?;
+        tx.execute(
+            "INSERT INTO ticks (run_id, check_name, target, ok, actor, note, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                run,
+                tick.check,
+                tick.target.as_deref().unwrap_or(""),
+                i64::from(tick.ok),
+                tick.actor,
+                tick.note,
+                tick.at
+            ],
+        )
+        .map_err(|e| self.classify(e))?;
+        let ev = insert_event(&tx, run, event).map_err(|e| self.classify(e))?;
+        tx.commit().map_err(|e| self.classify(e))?;
+        Ok(ev)
+    }
+
+    fn ticks(&self, run: &str, after: i64) -> Result<Vec<Tick>> {
+        self.all(
+            "SELECT id, check_name, target, ok, actor, note, at FROM ticks WHERE run_id = ?1 AND id > ?2 ORDER BY id",
+            params![run, after],
+            SqliteStore::tick_row,
+        )
+    }
+
     fn add_request(
         &self,
         run: &str,
@@ -513,6 +591,20 @@ impl Store for SqliteStore {
         self.conn()
             .query_row("SELECT handled_at IS NOT NULL FROM requests WHERE id = ?1", params![id], |r| r.get(0))
             .map_err(|e| self.classify(e))
+    }
+}
+
+impl SqliteStore {
+    fn tick_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tick> {
+        Ok(Tick {
+            id: r.get(0)?,
+            check: r.get(1)?,
+            target: r.get::<_, String>(2).map(|t| (!t.is_empty()).then_some(t))?,
+            ok: r.get::<_, i64>(3)? != 0,
+            actor: r.get(4)?,
+            note: r.get(5)?,
+            at: r.get(6)?,
+        })
     }
 }
 

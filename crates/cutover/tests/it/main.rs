@@ -9,3 +9,4 @@ mod crash;
 mod fleet;
 mod lifecycle;
 mod secrets;
+mod watch;
