@@ -194,3 +194,100 @@ command = "true"
         assert_eq!(steps_to_reset(&plan, &records), ["s2", "r2"]);
     }
 }
+
+/// What became of an operator's action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The process driving the run took it (`handled` once it acknowledged).
+    Handed { pid: i64, host: String, handled: bool },
+    /// Applied to the recorded state; the sentence says what happened.
+    Applied(String),
+    /// Not possible in the run's or target's state; the sentence says why.
+    Refused(String),
+    /// Nobody drives the run: the caller drives it now (resume) or aborts it
+    /// (so that open blocks' finally steps run).
+    Drive(Action),
+}
+
+/// The one way to act on a run, for the CLI and the tower alike: the action
+/// is recorded as a request (the audit trail, with who and from where), then
+/// handed to the live driver or applied to the recorded state.
+pub async fn operate(
+    engine: &crate::Engine,
+    run: &str,
+    action: Action,
+    target: Option<&str>,
+    actor: &str,
+    note: Option<&str>,
+) -> Result<Outcome, crate::EngineError> {
+    let store = engine.store();
+    let rec = store.run(run)?;
+    if let Some(t) = target {
+        store.target(run, t)?;
+    }
+    if matches!(rec.state, RunState::Succeeded | RunState::Aborted) {
+        return Ok(Outcome::Refused(format!("run {run} has already ended ({})", rec.state)));
+    }
+    let id = store.add_request(run, action, target, actor, note)?;
+    if let Some(l) = engine.live_holder(run)? {
+        if action == Action::Resume {
+            store.mark_request_handled(id)?;
+            return Ok(Outcome::Refused(format!(
+                "run {run} is already being driven by process {} on {}",
+                l.pid, l.host
+            )));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut handled = false;
+        while std::time::Instant::now() < deadline {
+            if store.request_handled(id)? {
+                handled = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        return Ok(Outcome::Handed { pid: l.pid, host: l.host, handled });
+    }
+    store.mark_request_handled(id)?;
+    Ok(match action {
+        Action::Pause => {
+            store.set_run_state(run, RunState::Paused)?;
+            engine.emit(
+                run,
+                NewEvent::run("operator_pause", format!("{actor} paused the run (no process was driving it)"))
+                    .with_data(serde_json::json!({ "actor": actor })),
+            )?;
+            Outcome::Applied(format!("run {run} is paused; continue with `cutover resume {run}`"))
+        }
+        Action::Abort => {
+            engine.emit(
+                run,
+                NewEvent::run("operator_abort", format!("{actor} aborted the run"))
+                    .with_data(serde_json::json!({ "actor": actor })),
+            )?;
+            Outcome::Drive(Action::Abort)
+        }
+        Action::Resume => {
+            engine.emit(
+                run,
+                NewEvent::run("operator_resume", format!("{actor} resumed the run"))
+                    .with_data(serde_json::json!({ "actor": actor })),
+            )?;
+            Outcome::Drive(Action::Resume)
+        }
+        Action::Retry | Action::Skip => {
+            let plan = engine.load_plan(&rec)?;
+            let req = Request {
+                id,
+                action,
+                target: target.map(str::to_string),
+                actor: actor.to_string(),
+                note: note.map(str::to_string),
+            };
+            match apply(store.as_ref(), &plan, run, &req)? {
+                Applied::Done(m) => Outcome::Applied(format!("{m}; continue with `cutover resume {run}`")),
+                Applied::Refused(m) => Outcome::Refused(m),
+            }
+        }
+    })
+}

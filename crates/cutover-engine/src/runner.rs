@@ -3,6 +3,7 @@
 //! transition before the side effect that follows it, and answers operator
 //! requests. Only the process holding the run's lease drives it.
 
+use crate::checks::runner::CheckRunner;
 use crate::control;
 use crate::model::*;
 use crate::proc;
@@ -195,7 +196,12 @@ pub async fn drive(
         shared.emit(NewEvent::run("run_aborting", "abort requested while no process was driving the run"))?;
         let _ = abort_tx.send(true);
     }
-    let result = schedule(&shared, &abort_tx, &lease).await;
+    // The plan's checks are probed for as long as the run is driven; their
+    // expectations follow the least advanced phase among unfinished targets.
+    let checks = (!shared.plan.checks.is_empty())
+        .then(|| CheckRunner::start(engine, run_id, Arc::new(shared.plan.clone()), Arc::new(shared.secrets.clone())));
+    let result = schedule(&shared, &abort_tx, &lease, checks.as_ref()).await;
+    drop(checks);
     drop(lease);
     result
 }
@@ -213,6 +219,7 @@ async fn schedule(
     shared: &Arc<Shared>,
     abort_tx: &watch::Sender<bool>,
     lease: &LeaseGuard,
+    checks: Option<&CheckRunner>,
 ) -> Result<RunState, EngineError> {
     let store = shared.store();
     let run_id = shared.run_id.as_str();
@@ -233,6 +240,9 @@ async fn schedule(
         }
         let aborting = *abort_tx.borrow();
         let pausing = shared.pause.load(Ordering::SeqCst);
+        if let Some(c) = checks {
+            c.set_phase(current_phase(plan, &store.targets(run_id)?));
+        }
         if aborting && !closing_started {
             // Targets left inside a block (paused, interrupted, waiting for a
             // decision) get their finally steps run before the run ends.
@@ -334,6 +344,20 @@ async fn schedule(
     };
     shared.emit(NewEvent::run("run_finished", how).with_data(json!({ "state": state })))?;
     Ok(state)
+}
+
+/// The least advanced phase among targets that have not finished (the first
+/// phase before any started), which decides the checks' expectations.
+fn current_phase<'a>(plan: &'a Plan, targets: &[TargetRecord]) -> Option<&'a str> {
+    let index = |name: &str| plan.phases.iter().position(|p| p.name == name);
+    targets
+        .iter()
+        .filter(|t| !t.state.is_terminal())
+        .map(|t| t.phase.as_deref().and_then(index).unwrap_or(0))
+        .min()
+        .or(plan.phases.len().checked_sub(1))
+        .and_then(|i| plan.phases.get(i))
+        .map(|p| p.name.as_str())
 }
 
 /// Whether a target's records show a block that started and was not left.

@@ -9,6 +9,7 @@ mod show;
 mod watch;
 
 use clap::Parser;
+use cutover_engine::model::Action;
 
 fn main() {
     restore_sigpipe();
@@ -45,13 +46,13 @@ async fn dispatch(args: cli::Cli) -> i32 {
         cli::Command::Status { run } => show::status(&args.state, run.as_deref(), out),
         cli::Command::Runs => show::runs(&args.state, out),
         cli::Command::Events { run, follow } => show::events(&args.state, &run, follow, out).await,
-        cli::Command::Pause { run } => control::pause(&args.state, &run, out).await,
-        cli::Command::Abort { run } => control::abort(&args.state, &run, out).await,
+        cli::Command::Pause { run } => control::act(&args.state, &run, Action::Pause, None, None, out).await,
+        cli::Command::Abort { run } => control::act(&args.state, &run, Action::Abort, None, None, out).await,
         cli::Command::Retry { run, target, note } => {
-            control::target_action(&args.state, &run, &target, note, true, out).await
+            control::act(&args.state, &run, Action::Retry, Some(&target), note, out).await
         }
         cli::Command::Skip { run, target, note } => {
-            control::target_action(&args.state, &run, &target, note, false, out).await
+            control::act(&args.state, &run, Action::Skip, Some(&target), note, out).await
         }
         cli::Command::Watch { plan } => watch::watch(&args.state, &plan, out).await,
         cli::Command::Check { run, check, ok, not_ok: _, target, note } => {
