@@ -29,6 +29,7 @@ pub mod checks;
 pub mod control;
 pub mod model;
 mod proc;
+pub mod progress;
 pub mod redact;
 pub mod runner;
 pub mod secrets;

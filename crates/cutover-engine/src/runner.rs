@@ -228,6 +228,7 @@ async fn schedule(
     let mut running: JoinSet<(String, Result<Flow, EngineError>)> = JoinSet::new();
     let mut running_names: Vec<String> = vec![];
     let mut closing_started = false;
+    let mut last_tick = 0;
     loop {
         if lease.lost.load(Ordering::SeqCst) {
             let _ = abort_tx.send(true);
@@ -242,6 +243,10 @@ async fn schedule(
         let pausing = shared.pause.load(Ordering::SeqCst);
         if let Some(c) = checks {
             c.set_phase(current_phase(plan, &store.targets(run_id)?));
+            for t in store.ticks(run_id, last_tick)? {
+                last_tick = t.id;
+                c.apply_tick(&t)?;
+            }
         }
         if aborting && !closing_started {
             // Targets left inside a block (paused, interrupted, waiting for a

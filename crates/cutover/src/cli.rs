@@ -69,11 +69,21 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  cutover run plan.toml\n  CUTOVER_STATE=/var/lib/cutover/state.db cutover run plan.toml --output json"
     )]
-    Run { plan: PathBuf },
+    Run {
+        plan: PathBuf,
+        /// Serve the control tower while the run goes, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<String>,
+    },
 
     /// Continue a paused, interrupted or failed run from its recorded state.
     #[command(after_help = "Example:\n  cutover resume 20261121-101500-3f2a")]
-    Resume { run: String },
+    Resume {
+        run: String,
+        /// Serve the control tower while the run goes, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<String>,
+    },
 
     /// Show a run (the latest by default): its state and each target's.
     Status { run: Option<String> },
@@ -118,7 +128,42 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  cutover watch examples/pix-watch/plan.toml\n\nA phase's checks are listed in its `checks = [...]`; expectations may differ by phase\n(`expect = { reopen = { ok = \"value == 200\" } }`). Ctrl-C stops watching."
     )]
-    Watch { plan: PathBuf },
+    Watch {
+        plan: PathBuf,
+        /// Serve the control tower while watching, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+
+    /// Serve the control tower for every run in the state file: live run
+    /// pages, the JSON API, /metrics. Control actions need the token
+    /// (CUTOVER_TOKEN, or one generated and printed at start).
+    #[command(
+        after_help = "Examples:\n  cutover serve                        # http://127.0.0.1:8080/\n  CUTOVER_TOKEN=… cutover serve --listen 0.0.0.0:8080 --protect-reads"
+    )]
+    Serve {
+        /// Address to listen on (loopback by default).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Reading needs the token too (as a bearer header or ?token=).
+        #[arg(long)]
+        protect_reads: bool,
+    },
+
+    /// Write a run's snapshot for the post-mortem: JSON (default) or a
+    /// self-contained HTML page.
+    #[command(
+        after_help = "Examples:\n  cutover export 20261121-101500-3f2a > run.json\n  cutover export 20261121-101500-3f2a --html --file run.html"
+    )]
+    Export {
+        run: String,
+        /// A static HTML page instead of JSON.
+        #[arg(long)]
+        html: bool,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 
     /// Tick a manual check of a run, ok or not ok, with a note for the audit trail.
     #[command(

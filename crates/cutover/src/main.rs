@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod output;
 mod run;
+mod serve;
 mod show;
 mod watch;
 
@@ -41,8 +42,10 @@ async fn dispatch(args: cli::Cli) -> i32 {
         cli::Command::Validate { plan } => show::validate(&plan, out),
         cli::Command::Schema => show::schema(),
         cli::Command::Plan { plan } => show::plan(&plan, out),
-        cli::Command::Run { plan } => run::run(&args.state, &plan, out).await,
-        cli::Command::Resume { run } => run::resume(&args.state, &run, out).await,
+        cli::Command::Run { plan, listen } => run::run(&args.state, &plan, listen.as_deref(), out).await,
+        cli::Command::Resume { run, listen } => run::resume_listening(&args.state, &run, listen.as_deref(), out).await,
+        cli::Command::Serve { listen, protect_reads } => serve::serve(&args.state, &listen, protect_reads).await,
+        cli::Command::Export { run, html, file } => serve::export(&args.state, &run, html, file.as_deref()),
         cli::Command::Status { run } => show::status(&args.state, run.as_deref(), out),
         cli::Command::Runs => show::runs(&args.state, out),
         cli::Command::Events { run, follow } => show::events(&args.state, &run, follow, out).await,
@@ -54,7 +57,7 @@ async fn dispatch(args: cli::Cli) -> i32 {
         cli::Command::Skip { run, target, note } => {
             control::act(&args.state, &run, Action::Skip, Some(&target), note, out).await
         }
-        cli::Command::Watch { plan } => watch::watch(&args.state, &plan, out).await,
+        cli::Command::Watch { plan, listen } => watch::watch(&args.state, &plan, listen.as_deref(), out).await,
         cli::Command::Check { run, check, ok, not_ok: _, target, note } => {
             watch::tick(&args.state, &run, &check, ok, target, note, out)
         }

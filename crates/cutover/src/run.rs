@@ -17,7 +17,7 @@ pub fn open_engine(state: &str) -> anyhow::Result<Engine> {
     Ok(Engine::new(Arc::from(store)))
 }
 
-pub async fn run(state: &str, plan_path: &Path, out: Output) -> anyhow::Result<i32> {
+pub async fn run(state: &str, plan_path: &Path, listen: Option<&str>, out: Output) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(plan_path)
         .map_err(|e| usage(format!("cannot read the plan {}: {e}", plan_path.display())))?;
     let plan = match cutover_plan::load_file(plan_path) {
@@ -35,13 +35,26 @@ pub async fn run(state: &str, plan_path: &Path, out: Output) -> anyhow::Result<i
     // Secrets are read before the run is recorded: a missing one stops
     // everything before any target is touched.
     let secrets = cutover_engine::secrets::resolve(&plan.secrets, &plan.dir, engine.redactor()).map_err(usage)?;
+    if let Some(l) = listen {
+        crate::serve::start(&engine, l, false).await?;
+    }
     let run_id = engine.create_run(&plan, &text)?;
     eprintln!("run {run_id}: plan `{}` over {} target(s)", plan.name, plan.targets.len());
+    if let Some(l) = listen {
+        eprintln!("run page: http://{l}/runs/{run_id}");
+    }
     drive(&engine, &run_id, plan.targets.len() as u64, out, Some(secrets)).await
 }
 
 pub async fn resume(state: &str, run_id: &str, out: Output) -> anyhow::Result<i32> {
+    resume_listening(state, run_id, None, out).await
+}
+
+pub async fn resume_listening(state: &str, run_id: &str, listen: Option<&str>, out: Output) -> anyhow::Result<i32> {
     let engine = open_engine(state)?;
+    if let Some(l) = listen {
+        crate::serve::start(&engine, l, false).await?;
+    }
     let total = engine.store().targets(run_id).map_err(usage)?.len() as u64;
     eprintln!("resuming run {run_id}");
     drive(&engine, run_id, total, out, None).await

@@ -9,7 +9,7 @@ use cutover_engine::watch::WatchView;
 use std::io::IsTerminal;
 use std::path::Path;
 
-pub async fn watch(state: &str, plan_path: &Path, out: Output) -> anyhow::Result<i32> {
+pub async fn watch(state: &str, plan_path: &Path, listen: Option<&str>, out: Output) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(plan_path)
         .map_err(|e| usage(format!("cannot read the plan {}: {e}", plan_path.display())))?;
     let plan = match cutover_plan::load_file(plan_path) {
@@ -28,6 +28,9 @@ pub async fn watch(state: &str, plan_path: &Path, out: Output) -> anyhow::Result
     }
     let engine = open_engine(state)?;
     let secrets = cutover_engine::secrets::resolve(&plan.secrets, &plan.dir, engine.redactor()).map_err(usage)?;
+    if let Some(l) = listen {
+        crate::serve::start(&engine, l, false).await?;
+    }
     let run_id = engine.create_run(&plan, &text)?;
     eprintln!("watching plan `{}` as run {run_id} (Ctrl-C stops)", plan.name);
     let tty = std::io::stderr().is_terminal();

@@ -9,4 +9,5 @@ mod crash;
 mod fleet;
 mod lifecycle;
 mod secrets;
+mod tower;
 mod watch;

@@ -1,0 +1,95 @@
+//! Prometheus text exposition of runs that have not ended, plus the latest
+//! run: states, targets, check values and statuses, progress and ETA.
+
+use crate::Tower;
+use crate::api::authorize_read;
+use crate::error::AppError;
+use crate::view;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
+use cutover_engine::model::RunState;
+use std::collections::HashMap;
+use std::fmt::Write;
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub async fn metrics(
+    State(t): State<Tower>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, AppError> {
+    authorize_read(&t, &headers, &q)?;
+    let runs = view::runs(&t.engine)?;
+    let latest = runs.first().map(|r| r.id.clone());
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP cutover_run_state 1 for the state a run is in.\n# TYPE cutover_run_state gauge");
+    let mut details = vec![];
+    for r in &runs {
+        let live = !matches!(r.state, RunState::Succeeded | RunState::Aborted | RunState::Failed);
+        if !live && Some(&r.id) != latest.as_ref() {
+            continue;
+        }
+        for s in RunState::ALL {
+            let _ = writeln!(
+                out,
+                "cutover_run_state{{run=\"{}\",plan=\"{}\",state=\"{s}\"}} {}",
+                esc(&r.id),
+                esc(&r.plan),
+                u8::from(*s == r.state)
+            );
+        }
+        details.push(view::detail(&t.engine, &r.id, 0)?);
+    }
+    let _ = writeln!(out, "# HELP cutover_targets Targets of a run by state.\n# TYPE cutover_targets gauge");
+    for d in &details {
+        for (s, n) in &d.counts {
+            let _ = writeln!(out, "cutover_targets{{run=\"{}\",state=\"{s}\"}} {n}", esc(&d.id));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP cutover_progress_ratio Share of targets done (0-1).\n# TYPE cutover_progress_ratio gauge"
+    );
+    for d in &details {
+        let _ = writeln!(out, "cutover_progress_ratio{{run=\"{}\"}} {}", esc(&d.id), d.progress.percent / 100.0);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP cutover_eta_seconds Estimated seconds left (absent when unknown).\n# TYPE cutover_eta_seconds gauge"
+    );
+    for d in &details {
+        if let Some(e) = d.progress.eta_seconds {
+            let _ = writeln!(out, "cutover_eta_seconds{{run=\"{}\"}} {e}", esc(&d.id));
+        }
+    }
+    let _ =
+        writeln!(out, "# HELP cutover_check_status 1 for the status a check shows.\n# TYPE cutover_check_status gauge");
+    let _ = writeln!(
+        out,
+        "# HELP cutover_check_value The latest numeric value of a check.\n# TYPE cutover_check_value gauge"
+    );
+    for d in &details {
+        for c in &d.checks {
+            let target = esc(c.target.as_deref().unwrap_or(""));
+            let _ = writeln!(
+                out,
+                "cutover_check_status{{run=\"{}\",check=\"{}\",target=\"{target}\",status=\"{}\"}} 1",
+                esc(&d.id),
+                esc(&c.check),
+                c.status
+            );
+            if let Ok(v) = c.value.parse::<f64>() {
+                let _ = writeln!(
+                    out,
+                    "cutover_check_value{{run=\"{}\",check=\"{}\",target=\"{target}\"}} {v}",
+                    esc(&d.id),
+                    esc(&c.check)
+                );
+            }
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}

@@ -1,0 +1,277 @@
+//! The run as the tower shows it: wire types built from the store's records.
+//! Only this crate knows them; the engine's types stay internal.
+
+use cutover_engine::Engine;
+use cutover_engine::checks::runner::CheckView;
+use cutover_engine::checks::status::Status;
+use cutover_engine::model::{Event, RunState, TargetState, now_ms};
+use cutover_engine::progress::{self, Progress};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    pub id: String,
+    pub plan: String,
+    pub state: RunState,
+    pub created_at: String,
+    pub updated_at: String,
+    pub targets: usize,
+    pub done: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunDetail {
+    pub id: String,
+    pub plan: String,
+    pub state: RunState,
+    pub created_at: String,
+    pub updated_at: String,
+    pub driven_by: Option<String>,
+    pub counts: BTreeMap<String, usize>,
+    pub progress: Progress,
+    pub phases: Vec<PhaseTile>,
+    pub checks: Vec<CheckTile>,
+    pub targets: Vec<TargetCell>,
+    /// Label name → the values seen, for the grid's filters.
+    pub labels: BTreeMap<String, BTreeSet<String>>,
+    pub events: Vec<Event>,
+    pub generated_at: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseTile {
+    pub name: String,
+    /// green, amber, red or grey.
+    pub colour: &'static str,
+    pub state: String,
+    pub done: usize,
+    pub total: usize,
+    pub checks: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckTile {
+    pub check: String,
+    pub kind: String,
+    pub target: Option<String>,
+    pub status: Status,
+    pub colour: &'static str,
+    pub value: String,
+    pub message: Option<String>,
+    pub age: String,
+    pub href: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetCell {
+    pub name: String,
+    pub state: TargetState,
+    pub phase: Option<String>,
+    pub step: Option<String>,
+    pub message: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+pub fn colour(s: Status) -> &'static str {
+    match s {
+        Status::Ok => "green",
+        Status::Warn | Status::Pending => "amber",
+        Status::NoData => "grey",
+        Status::Alarm | Status::Error | Status::Stale => "red",
+    }
+}
+
+fn age(ms: Option<i64>, now: i64) -> String {
+    match ms {
+        None => "never".into(),
+        Some(t) => {
+            let s = (now - t).max(0) / 1000;
+            match s {
+                0..120 => format!("{s}s ago"),
+                120..7200 => format!("{}m ago", s / 60),
+                _ => format!("{}h ago", s / 3600),
+            }
+        }
+    }
+}
+
+pub fn runs(engine: &Engine) -> Result<Vec<RunSummary>, cutover_engine::EngineError> {
+    let store = engine.store();
+    let mut out = vec![];
+    for r in store.runs()?.into_iter().rev() {
+        let targets = store.targets(&r.id)?;
+        out.push(RunSummary {
+            done: targets.iter().filter(|t| t.state.is_terminal()).count(),
+            targets: targets.len(),
+            id: r.id,
+            plan: r.plan_name,
+            state: r.state,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        });
+    }
+    Ok(out)
+}
+
+fn ms(ts: &str) -> Option<i64> {
+    ts.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
+/// Everything the run page shows, at this moment.
+pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDetail, cutover_engine::EngineError> {
+    let store = engine.store();
+    let rec = store.run(run)?;
+    let plan = engine.load_plan(&rec).ok();
+    let targets = store.targets(run)?;
+    let now = now_ms();
+    let all_events = store.events(run, 0)?;
+
+    let mut counts = BTreeMap::new();
+    for s in TargetState::ALL {
+        counts.insert(s.to_string(), targets.iter().filter(|t| t.state == *s).count());
+    }
+    // Progress: targets finished, with the rate of the recent window.
+    let mut finished: Vec<i64> = targets
+        .iter()
+        .filter(|t| t.state.is_terminal())
+        .filter_map(|t| t.finished_at.as_deref().and_then(ms))
+        .collect();
+    finished.sort();
+    let start = ms(&rec.created_at).unwrap_or(now);
+    let mut samples = vec![(start, 0.0)];
+    samples.extend(finished.iter().enumerate().map(|(i, t)| (*t, (i + 1) as f64)));
+    let progress = progress::compute(finished.len() as f64, targets.len() as f64, "targets", &samples, now);
+
+    let results: Vec<CheckView> =
+        store.check_results(run)?.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
+    let checks: Vec<CheckTile> = results
+        .iter()
+        .map(|c| {
+            let stale = c.reading_ms.is_some_and(|t| now - t > c.stale_after_ms)
+                && !matches!(rec.state, RunState::Succeeded | RunState::Aborted);
+            let status = if stale { Status::Stale } else { c.status };
+            CheckTile {
+                check: c.check.clone(),
+                kind: c.kind.clone(),
+                target: c.target.clone(),
+                status,
+                colour: colour(status),
+                value: match &c.value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => "—".into(),
+                    other => other.to_string(),
+                },
+                message: c.message.clone(),
+                age: age(c.reading_ms, now),
+                href: c.href.clone(),
+            }
+        })
+        .collect();
+
+    let phases = match &plan {
+        Some(p) => phase_tiles(p, &targets, &all_events, &checks),
+        None => vec![],
+    };
+    let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let label_of: BTreeMap<String, BTreeMap<String, String>> = plan
+        .as_ref()
+        .map(|p| p.targets.iter().map(|t| (t.name.clone(), t.labels.clone())).collect())
+        .unwrap_or_default();
+    let cells = targets
+        .iter()
+        .map(|t| {
+            let l = label_of.get(&t.name).cloned().unwrap_or_default();
+            for (k, v) in &l {
+                labels.entry(k.clone()).or_default().insert(v.clone());
+            }
+            TargetCell {
+                name: t.name.clone(),
+                state: t.state,
+                phase: t.phase.clone(),
+                step: t.step.clone(),
+                message: t.message.clone(),
+                labels: l,
+            }
+        })
+        .collect();
+    let driven_by = engine.live_holder(run)?.map(|l| format!("process {} on {}", l.pid, l.host));
+    let skip = all_events.len().saturating_sub(events_limit);
+    Ok(RunDetail {
+        id: rec.id,
+        plan: rec.plan_name,
+        state: rec.state,
+        created_at: rec.created_at,
+        updated_at: rec.updated_at,
+        driven_by,
+        counts,
+        progress,
+        phases,
+        checks,
+        targets: cells,
+        labels,
+        events: all_events.into_iter().skip(skip).rev().collect(),
+        generated_at: cutover_engine::model::now(),
+    })
+}
+
+/// Phases in order, red until green. A watched run says from its events
+/// which phases completed; a driven run from where its targets are.
+fn phase_tiles(
+    plan: &cutover_plan::Plan,
+    targets: &[cutover_engine::model::TargetRecord],
+    events: &[Event],
+    checks: &[CheckTile],
+) -> Vec<PhaseTile> {
+    let completed: BTreeSet<&str> =
+        events.iter().filter(|e| e.kind == "phase_completed").filter_map(|e| e.data["phase"].as_str()).collect();
+    let started: BTreeSet<&str> =
+        events.iter().filter(|e| e.kind == "phase_started").filter_map(|e| e.data["phase"].as_str()).collect();
+    let watched = !started.is_empty();
+    let index = |name: &str| plan.phases.iter().position(|p| p.name == name);
+    plan.phases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let checks_ok =
+                p.checks.iter().all(|c| checks.iter().filter(|t| &t.check == c).all(|t| t.status == Status::Ok));
+            let checks_red = p.checks.iter().any(|c| checks.iter().any(|t| &t.check == c && t.colour == "red"));
+            let total = targets.len();
+            let (colour, state, done) = if watched {
+                if completed.contains(p.name.as_str()) {
+                    ("green", "complete".to_string(), total)
+                } else if started.contains(p.name.as_str()) {
+                    (if checks_red { "red" } else { "amber" }, "current".to_string(), 0)
+                } else {
+                    ("grey", "waiting".to_string(), 0)
+                }
+            } else {
+                let at = |t: &cutover_engine::model::TargetRecord| t.phase.as_deref().and_then(index);
+                let done = targets
+                    .iter()
+                    .filter(|t| {
+                        t.state == TargetState::Succeeded
+                            || t.state == TargetState::Skipped
+                            || at(t).is_some_and(|x| x > i)
+                    })
+                    .count();
+                let failed = targets.iter().any(|t| {
+                    matches!(t.state, TargetState::Failed | TargetState::RolledBack | TargetState::NeedsAttention)
+                        && at(t) == Some(i)
+                });
+                let inside = targets.iter().filter(|t| at(t) == Some(i) && !t.state.is_terminal()).count();
+                let colour = if failed || (inside > 0 && checks_red) {
+                    "red"
+                } else if total > 0 && done == total && checks_ok {
+                    "green"
+                } else if inside > 0 || done > 0 {
+                    "amber"
+                } else {
+                    "grey"
+                };
+                (colour, format!("{done}/{total} done, {inside} in progress"), done)
+            };
+            PhaseTile { name: p.name.clone(), colour, state, done, total, checks: p.checks.clone() }
+        })
+        .collect()
+}
