@@ -207,6 +207,17 @@ pub struct Request {
     pub note: Option<String>,
 }
 
+/// A human's go for an approve step.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Approval {
+    pub step: String,
+    /// None: every target waiting at that step.
+    pub target: Option<String>,
+    pub actor: String,
+    pub note: Option<String>,
+    pub at: String,
+}
+
 /// An operator's tick of a manual check.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Tick {

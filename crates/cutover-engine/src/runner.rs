@@ -48,6 +48,7 @@ struct Shared {
     http: reqwest::Client,
     pause: AtomicBool,
     abort: watch::Receiver<bool>,
+    checks: Option<Arc<CheckRunner>>,
 }
 
 impl Shared {
@@ -156,6 +157,10 @@ pub async fn drive(
         }
     };
     let (abort_tx, abort_rx) = watch::channel(false);
+    // The plan's checks are probed for as long as the run is driven; their
+    // expectations follow the least advanced unfinished phase.
+    let checks = (!plan.checks.is_empty())
+        .then(|| Arc::new(CheckRunner::start(engine, run_id, Arc::new(plan.clone()), Arc::new(secrets.clone()))));
     let shared = Arc::new(Shared {
         engine: engine.clone(),
         run_id: run_id.to_string(),
@@ -168,6 +173,7 @@ pub async fn drive(
             .map_err(|e| EngineError::Other(format!("cannot set up the HTTP client: {e}")))?,
         pause: AtomicBool::new(false),
         abort: abort_rx,
+        checks,
     });
     let resumed = rec.created_at != rec.updated_at || rec.state != RunState::Running;
     engine.store.set_run_state(run_id, RunState::Running)?;
@@ -196,12 +202,7 @@ pub async fn drive(
         shared.emit(NewEvent::run("run_aborting", "abort requested while no process was driving the run"))?;
         let _ = abort_tx.send(true);
     }
-    // The plan's checks are probed for as long as the run is driven; their
-    // expectations follow the least advanced phase among unfinished targets.
-    let checks = (!shared.plan.checks.is_empty())
-        .then(|| CheckRunner::start(engine, run_id, Arc::new(shared.plan.clone()), Arc::new(shared.secrets.clone())));
-    let result = schedule(&shared, &abort_tx, &lease, checks.as_ref()).await;
-    drop(checks);
+    let result = schedule(&shared, &abort_tx, &lease).await;
     drop(lease);
     result
 }
@@ -219,8 +220,11 @@ async fn schedule(
     shared: &Arc<Shared>,
     abort_tx: &watch::Sender<bool>,
     lease: &LeaseGuard,
-    checks: Option<&CheckRunner>,
 ) -> Result<RunState, EngineError> {
+    let checks = shared.checks.as_deref();
+    let waves = shared.plan.wave_of();
+    let mut waves_seen = WavesSeen::default();
+    let mut last_abort_check = 0i64;
     let store = shared.store();
     let run_id = shared.run_id.as_str();
     let plan = &shared.plan;
@@ -275,6 +279,17 @@ async fn schedule(
                 }
             }
         }
+        if !aborting && now_ms() - last_abort_check >= 1000 {
+            last_abort_check = now_ms();
+            if let Some(why) = abort_gate(shared)? {
+                shared.emit(
+                    NewEvent::run("gate_abort", format!("abort_when held: {why}")).with_data(json!({ "gate": why })),
+                )?;
+                let _ = abort_tx.send(true);
+                continue;
+            }
+        }
+        let open_wave = wave_gate(shared, &waves, &mut waves_seen)?;
         if !aborting && !pausing {
             let records = store.targets(run_id)?;
             let state: HashMap<&str, TargetState> = records.iter().map(|r| (r.name.as_str(), r.state)).collect();
@@ -283,6 +298,10 @@ async fn schedule(
                     continue;
                 }
                 let Some(t) = by_name.get(r.name.as_str()) else { continue };
+                let position = shared.plan.targets.iter().position(|x| x.name == t.name).unwrap_or(0);
+                if open_wave.is_none_or(|w| waves.get(position).is_some_and(|tw| *tw > w)) {
+                    continue;
+                }
                 // An `after` dependency that ended without success means this
                 // target will not start.
                 let blocked_by = t.after.iter().find(|d| {
@@ -349,6 +368,250 @@ async fn schedule(
     };
     shared.emit(NewEvent::run("run_finished", how).with_data(json!({ "state": state })))?;
     Ok(state)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum GateKind {
+    /// Wait until the expression holds.
+    Proceed,
+    /// Wait while the expression holds (throttle).
+    Pause,
+}
+
+enum GateValue {
+    Holds,
+    Clear,
+    Error(String),
+}
+
+fn eval_gate(e: &cutover_plan::Expr, ctx: &Value) -> GateValue {
+    match cutover_plan::expr::compile(&e.source)
+        .map_err(|x| x.message)
+        .and_then(|p| cutover_plan::expr::eval_bool(&p, ctx))
+    {
+        Ok(true) => GateValue::Holds,
+        Ok(false) => GateValue::Clear,
+        Err(x) => GateValue::Error(x),
+    }
+}
+
+/// What a gate reads: the target's context, `checks.<name>` (this target's
+/// result for a target-scoped check), `progress` and `run`.
+fn gate_ctx(shared: &Shared, tc: &TargetCtx<'_>) -> Value {
+    let mut v = context(shared, tc);
+    let run = run_ctx(shared);
+    if let (Some(o), Some(r)) = (v.as_object_mut(), run.as_object()) {
+        for (k, x) in r {
+            o.insert(k.clone(), x.clone());
+        }
+        o.insert("checks".into(), checks_ctx(shared, Some(&tc.target.name)));
+    }
+    v
+}
+
+fn checks_ctx(shared: &Shared, target: Option<&str>) -> Value {
+    let mut m = serde_json::Map::new();
+    if let Some(c) = &shared.checks {
+        for view in c.snapshot(now_ms()) {
+            if view.target.is_some() && view.target.as_deref() != target {
+                continue;
+            }
+            m.insert(
+                view.check.clone(),
+                json!({ "status": view.status.as_str(), "ok": view.status == crate::checks::status::Status::Ok, "value": view.value, "message": view.message }),
+            );
+        }
+    }
+    Value::Object(m)
+}
+
+/// `progress` and `run` for gates: targets done, failed and so on.
+fn run_ctx(shared: &Shared) -> Value {
+    let targets = shared.store().targets(&shared.run_id).unwrap_or_default();
+    let total = targets.len();
+    let count = |f: &dyn Fn(TargetState) -> bool| targets.iter().filter(|t| f(t.state)).count();
+    let done = count(&|s| s.is_terminal());
+    let failed = count(&|s| matches!(s, TargetState::Failed | TargetState::RolledBack));
+    let pct = |n: usize| if total == 0 { 0.0 } else { n as f64 * 100.0 / total as f64 };
+    json!({
+        "progress": { "done": done, "total": total, "percent": pct(done) },
+        "run": { "id": shared.run_id, "targets": total, "failed": failed, "failed_percent": pct(failed),
+                 "running": count(&|s| s == TargetState::Running), "succeeded": count(&|s| s == TargetState::Succeeded) },
+    })
+}
+
+/// Waits at a gate: until it holds (proceed) or while it holds (pause).
+/// Operator pause and abort still work; a gate that cannot be evaluated more
+/// than `error_limit` times in a row puts the target in needs_attention.
+async fn hold_gate(
+    shared: &Arc<Shared>,
+    tc: &TargetCtx<'_>,
+    phase: &cutover_plan::Phase,
+    g: &cutover_plan::Expr,
+    kind: GateKind,
+) -> Result<Flow, EngineError> {
+    let target = tc.target.name.clone();
+    let (what, waiting_kind, done_kind) = match kind {
+        GateKind::Proceed => ("proceed_when", "gate_waiting", "gate_passed"),
+        GateKind::Pause => ("pause_when", "target_throttled", "throttle_cleared"),
+    };
+    let mut waited = false;
+    let mut errors = 0u32;
+    loop {
+        if *shared.abort.borrow() {
+            return Ok(Flow::Aborted);
+        }
+        if shared.pause.load(Ordering::SeqCst) {
+            return Ok(Flow::Paused(format!("paused at the {what} gate of phase `{}`", phase.name)));
+        }
+        let verdict = eval_gate(g, &gate_ctx(shared, tc));
+        let pass = match (&verdict, kind) {
+            (GateValue::Holds, GateKind::Proceed) | (GateValue::Clear, GateKind::Pause) => true,
+            (GateValue::Error(e), _) => {
+                errors += 1;
+                if errors > phase.gates.error_limit {
+                    let msg = format!(
+                        "the {what} gate of phase `{}` could not be evaluated {errors} times in a row: {e}",
+                        phase.name
+                    );
+                    shared.emit(NewEvent::target(&target, "gate_error", msg.clone()))?;
+                    return Ok(Flow::Attention(msg));
+                }
+                false
+            }
+            _ => {
+                errors = 0;
+                false
+            }
+        };
+        if pass {
+            if waited {
+                shared.emit(NewEvent::target(
+                    &target,
+                    done_kind,
+                    format!("{what} of phase `{}`: {} — going on", phase.name, g.source),
+                ))?;
+            }
+            return Ok(Flow::Ok);
+        }
+        if !waited {
+            waited = true;
+            let msg = match kind {
+                GateKind::Proceed => format!("waiting for {what} of phase `{}`: {}", phase.name, g.source),
+                GateKind::Pause => format!("throttled: {}", g.source),
+            };
+            shared.emit(
+                NewEvent::target(&target, waiting_kind, msg)
+                    .with_data(json!({ "gate": g.source, "phase": phase.name })),
+            )?;
+        }
+        tokio::time::sleep(phase.gates.interval).await;
+    }
+}
+
+/// Whether a target already began a phase (some step of it has a record).
+fn phase_started(phase: &cutover_plan::Phase, tc: &TargetCtx<'_>) -> bool {
+    let mut started = false;
+    for s in &phase.steps {
+        s.walk(&mut |x| started |= tc.records.contains_key(&x.name));
+    }
+    started
+}
+
+/// The first phase whose abort_when holds while unfinished targets are in it.
+fn abort_gate(shared: &Shared) -> Result<Option<String>, EngineError> {
+    let gated: Vec<&cutover_plan::Phase> = shared.plan.phases.iter().filter(|p| p.gates.abort_when.is_some()).collect();
+    if gated.is_empty() {
+        return Ok(None);
+    }
+    let targets = shared.store().targets(&shared.run_id)?;
+    let mut ctx = run_ctx(shared);
+    if let Some(o) = ctx.as_object_mut() {
+        o.insert("checks".into(), checks_ctx(shared, None));
+    }
+    for p in gated {
+        let occupied = targets.iter().any(|t| !t.state.is_terminal() && t.phase.as_deref() == Some(p.name.as_str()));
+        if !occupied {
+            continue;
+        }
+        if let Some(o) = ctx.as_object_mut() {
+            o.insert("phase".into(), json!(p.name));
+        }
+        if let Some(g) = &p.gates.abort_when
+            && let GateValue::Holds = eval_gate(g, &ctx)
+        {
+            return Ok(Some(format!("phase `{}`: {}", p.name, g.source)));
+        }
+    }
+    Ok(None)
+}
+
+#[derive(Default)]
+struct WavesSeen {
+    passed: Vec<usize>,
+    failed: Option<usize>,
+}
+
+/// The highest wave whose targets may start, or None once a wave failed
+/// (more than max_fail_percent of it failed): no new target starts then.
+fn wave_gate(shared: &Shared, waves: &[usize], seen: &mut WavesSeen) -> Result<Option<usize>, EngineError> {
+    let Some(&last) = waves.iter().max() else { return Ok(Some(0)) };
+    if seen.failed.is_some() {
+        return Ok(None);
+    }
+    let targets = shared.store().targets(&shared.run_id)?;
+    let state_of =
+        |i: usize| shared.plan.targets.get(i).and_then(|t| targets.iter().find(|r| r.name == t.name)).map(|r| r.state);
+    for w in 0..=last {
+        let members: Vec<usize> = (0..waves.len()).filter(|i| waves[*i] == w).collect();
+        let settled = members.iter().all(|i| {
+            matches!(
+                state_of(*i),
+                Some(TargetState::Succeeded | TargetState::Failed | TargetState::RolledBack | TargetState::Skipped)
+            )
+        });
+        if !settled || w == last {
+            return Ok(Some(w));
+        }
+        if seen.passed.contains(&w) {
+            continue;
+        }
+        let failed = members
+            .iter()
+            .filter(|i| matches!(state_of(**i), Some(TargetState::Failed | TargetState::RolledBack)))
+            .count();
+        let pct = failed as f64 * 100.0 / members.len().max(1) as f64;
+        if pct > f64::from(shared.plan.max_fail_percent) {
+            seen.failed = Some(w);
+            shared.emit(
+                NewEvent::run(
+                    "wave_failed",
+                    format!(
+                        "wave {} failed: {failed} of {} targets failed ({pct:.0} % > {} %); no further wave starts",
+                        w + 1,
+                        members.len(),
+                        shared.plan.max_fail_percent
+                    ),
+                )
+                .with_data(json!({ "wave": w + 1, "failed": failed, "size": members.len() })),
+            )?;
+            return Ok(None);
+        }
+        seen.passed.push(w);
+        shared.emit(
+            NewEvent::run(
+                "wave_passed",
+                format!(
+                    "wave {} passed: {failed} of {} targets failed (limit {} %)",
+                    w + 1,
+                    members.len(),
+                    shared.plan.max_fail_percent
+                ),
+            )
+            .with_data(json!({ "wave": w + 1, "failed": failed, "size": members.len() })),
+        )?;
+    }
+    Ok(Some(last))
 }
 
 /// The least advanced phase among targets that have not finished (the first
@@ -486,6 +749,16 @@ async fn run_target(shared: &Arc<Shared>, name: &str) -> Result<Flow, EngineErro
     for (i, phase) in plan.phases.iter().enumerate() {
         tc.phase = phase.name.clone();
         store.set_target_position(run_id, name, Some(&phase.name), None)?;
+        // A target entering a phase waits for its proceed gate; one that had
+        // already started the phase (a resume) does not wait again.
+        if let Some(g) = &phase.gates.proceed_when
+            && !phase_started(phase, &tc)
+        {
+            match hold_gate(shared, &tc, phase, g, GateKind::Proceed).await? {
+                Flow::Ok => {}
+                other => return Ok(other),
+            }
+        }
         let flow = run_steps(shared, &mut tc, &phase.steps, Mode::Main).await?;
         match flow {
             Flow::Ok => continue,
@@ -740,6 +1013,28 @@ fn run_step<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, step: &'a St
         if mode == Mode::Main && !open_block && shared.pause.load(Ordering::SeqCst) {
             return Ok(Flow::Paused(format!("paused before step `{}`", step.name)));
         }
+        if mode == Mode::Main
+            && !open_block
+            && let Some(phase) = shared.plan.phases.iter().find(|p| p.name == tc.phase)
+        {
+            if let Some(g) = &phase.gates.rollback_when
+                && let GateValue::Holds = eval_gate(g, &gate_ctx(shared, tc))
+            {
+                let msg =
+                    format!("rollback_when of phase `{}` held before step `{}`: {}", phase.name, step.name, g.source);
+                shared.emit(
+                    NewEvent::step(&target, &step.name, "gate_rollback", msg.clone())
+                        .with_data(json!({ "gate": g.source })),
+                )?;
+                return Ok(Flow::Fail(msg));
+            }
+            if let Some(g) = &phase.gates.pause_when {
+                match hold_gate(shared, tc, phase, g, GateKind::Pause).await? {
+                    Flow::Ok => {}
+                    other => return Ok(other),
+                }
+            }
+        }
         let ctx_value = context(shared, tc);
         if let Some(w) = &step.when {
             let holds = cutover_plan::expr::compile(&w.source)
@@ -891,6 +1186,7 @@ async fn run_attempts(
             redactor: shared.redactor(),
             http: &shared.http,
             timeout: step.timeout,
+            engine: &shared.engine,
         };
         let fut = async {
             match step.timeout {

@@ -103,6 +103,22 @@ impl Builder<'_> {
         }
     }
 
+    pub fn waves(&self, node: Option<&Node>) -> Vec<WaveSize> {
+        node.and_then(Node::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| match &w.value {
+                        Value::Int(i) => u32::try_from(*i).ok().map(WaveSize::Count),
+                        Value::Str(s) => {
+                            s.trim().strip_suffix('%').and_then(|p| p.trim().parse().ok()).map(WaveSize::Percent)
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn concurrency(&self, node: Option<&Node>) -> Concurrency {
         let mut c = Concurrency::default();
         if let Some(n) = node {
@@ -145,6 +161,14 @@ impl Builder<'_> {
                 .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
                 .unwrap_or_default(),
             rollback: self.steps(node, "rollback"),
+            gates: Gates {
+                proceed_when: self.expr(node, "proceed_when"),
+                pause_when: self.expr(node, "pause_when"),
+                rollback_when: self.expr(node, "rollback_when"),
+                abort_when: self.expr(node, "abort_when"),
+                interval: self.duration(node, "gate_interval").unwrap_or(Duration::from_secs(2)),
+                error_limit: self.int(node, "gate_error_limit").and_then(|i| u32::try_from(i).ok()).unwrap_or(4),
+            },
             pos: self.pos(node.span),
         }
     }
@@ -303,6 +327,7 @@ impl Builder<'_> {
                 interval: self.duration(node, "interval").unwrap_or(Duration::from_secs(2)),
                 probe: node.get("probe").and_then(|p| self.step(p)).map(Box::new),
             }),
+            "approve" => StepKind::Approve(ApproveStep { message: self.template(node, "message") }),
             "block" => {
                 StepKind::Block(BlockStep { steps: self.steps(node, "steps"), finally: self.steps(node, "finally") })
             }
@@ -312,7 +337,7 @@ impl Builder<'_> {
         // it after a crash is safe. Anything else is assumed to have effects.
         let default_idempotent = match &kind {
             StepKind::Sql(s) => s.transaction,
-            StepKind::Wait(_) | StepKind::Block(_) => true,
+            StepKind::Wait(_) | StepKind::Block(_) | StepKind::Approve(_) => true,
             _ => false,
         };
         Some(Step {

@@ -155,6 +155,8 @@ fn compile(e: &Expr, roots: &[&str], refs: Option<&Refs<'_>>, diags: &mut Diagno
 /// the vars every target has.
 pub struct Refs<'a> {
     pub earlier_steps: &'a [String],
+    /// The plan's checks, when `checks.<name>` may be read (gates).
+    pub checks: Option<&'a [String]>,
     pub secrets: &'a BTreeSet<String>,
     pub targets: &'a [Target],
     pub plan_vars: &'a Vars,
@@ -190,6 +192,18 @@ fn check_ref(
                 Some(c) => d.with_help(format!("did you mean `outputs.{c}`?")),
                 None => d.with_help("a step can read the outputs of the steps that run before it"),
             };
+            diags.push(d);
+        }
+        "checks" if refs.checks.is_some_and(|c| !c.iter().any(|x| x == field)) => {
+            let names: Vec<&str> = refs.checks.unwrap_or(&[]).iter().map(String::as_str).collect();
+            let mut d = Diagnostic::new(
+                pos.clone(),
+                "unknown-check",
+                format!("`checks.{field}` refers to no check of the plan"),
+            );
+            if let Some(c) = closest(field, &names) {
+                d = d.with_help(format!("did you mean `checks.{c}`?"));
+            }
             diags.push(d);
         }
         "secrets" if !refs.secrets.contains(field) => {
@@ -259,11 +273,44 @@ pub fn phases(plan: &Plan, diags: &mut Diagnostics) {
         for step in &phase.steps {
             check_step(plan, step, &secrets, &mut step_names, &mut earlier, diags);
         }
+        check_gates(plan, phase, &secrets, &earlier, diags);
         // Rollback steps may read the outputs of any step of the phase; they
         // do not add to what later phases can read.
         let mut rb_earlier = earlier.clone();
         for step in &phase.rollback {
             check_step(plan, step, &secrets, &mut step_names, &mut rb_earlier, diags);
+        }
+    }
+}
+
+/// What gates read: checks, progress and the run, besides the target.
+const GATE_ROOTS: &[&str] = &["checks", "progress", "run", "name", "target", "labels", "vars", "outputs", "phase"];
+
+fn check_gates(plan: &Plan, phase: &Phase, secrets: &BTreeSet<String>, earlier: &[String], diags: &mut Diagnostics) {
+    let names: Vec<String> = plan.checks.iter().map(|c| c.name.clone()).collect();
+    let refs =
+        Refs { earlier_steps: earlier, checks: Some(&names), secrets, targets: &plan.targets, plan_vars: &plan.vars };
+    let g = &phase.gates;
+    for e in [&g.proceed_when, &g.pause_when, &g.rollback_when].into_iter().flatten() {
+        compile(e, GATE_ROOTS, Some(&refs), diags);
+    }
+    // abort_when acts on the whole run: it reads no single target.
+    if let Some(e) = &g.abort_when {
+        compile(e, &["checks", "progress", "run", "phase"], Some(&refs), diags);
+    }
+}
+
+/// Waves: sizes that grow, percentages up to 100.
+pub fn waves(plan: &Plan, diags: &mut Diagnostics) {
+    for w in &plan.waves {
+        if let WaveSize::Percent(p) = w
+            && !(*p > 0.0 && *p <= 100.0)
+        {
+            diags.push(Diagnostic::new(
+                Pos::file(plan.path.display().to_string()),
+                "waves",
+                format!("a wave of {p}% is not between 0 and 100 %"),
+            ));
         }
     }
 }
@@ -289,7 +336,7 @@ fn check_step(
             format!("step `{}` is defined twice (first at {first}); step names are unique in a plan", step.name),
         ));
     }
-    let refs = Refs { earlier_steps: earlier, secrets, targets: &plan.targets, plan_vars: &plan.vars };
+    let refs = Refs { earlier_steps: earlier, checks: None, secrets, targets: &plan.targets, plan_vars: &plan.vars };
     if let Some(w) = &step.when
         && let Some(program) = compile(w, CEL_ROOTS, Some(&refs), diags)
     {
@@ -380,8 +427,14 @@ fn check_step(
                 }
                 roots.push("probe");
             }
-            let refs = Refs { earlier_steps: earlier, secrets, targets: &plan.targets, plan_vars: &plan.vars };
+            let refs =
+                Refs { earlier_steps: earlier, checks: None, secrets, targets: &plan.targets, plan_vars: &plan.vars };
             compile(&w.until, &roots, Some(&refs), diags);
+        }
+        StepKind::Approve(a) => {
+            if let Some(m) = &a.message {
+                check_template(m, &refs, diags);
+            }
         }
         StepKind::Block(b) => {
             if step.timeout.is_some() || step.retries > 0 {
@@ -536,7 +589,7 @@ pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
             CheckScope::Run => &run_scope,
             CheckScope::Target => &plan.targets,
         };
-        let refs = Refs { earlier_steps: &[], secrets: &secrets, targets, plan_vars: &plan.vars };
+        let refs = Refs { earlier_steps: &[], checks: None, secrets: &secrets, targets, plan_vars: &plan.vars };
         let roots = check_roots(&c.kind);
         let all_conditions = std::iter::once((None, &c.conditions)).chain(c.expect.iter().map(|(p, x)| (Some(p), x)));
         for (phase, cond) in all_conditions {

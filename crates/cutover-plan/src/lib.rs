@@ -98,10 +98,33 @@ pub fn load_str(path: &str, text: &str, dir: &Path, targets: Option<Vec<Target>>
             .and_then(tree::Node::as_array)
             .map(|a| a.iter().filter_map(|c| b.check(c)).collect())
             .unwrap_or_default(),
+        waves: b.waves(root.get("waves")),
+        max_fail_percent: root
+            .get("max_fail_percent")
+            .and_then(|n| match n.value {
+                tree::Value::Int(i) => u32::try_from(i).ok(),
+                _ => None,
+            })
+            .unwrap_or(0),
         warnings: vec![],
     };
     check::phases(&plan, &mut diags);
     check::checks(&plan, &mut diags);
+    check::waves(&plan, &mut diags);
+    for w in root.get("waves").and_then(tree::Node::as_array).unwrap_or_default() {
+        if let Some(text) = w.as_str()
+            && text.trim().strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok()).is_none()
+        {
+            diags.push(
+                Diagnostic::new(
+                    b.content_pos(w),
+                    "waves",
+                    format!("wave {text:?} is neither a number of targets nor a percentage"),
+                )
+                .with_help("write waves = [1, \"10%\", \"100%\"]"),
+            );
+        }
+    }
     if diags.is_empty() {
         let mut plan = plan;
         plan.warnings = inline_password_warnings(&plan);

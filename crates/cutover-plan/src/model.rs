@@ -42,6 +42,9 @@ pub struct Plan {
     pub targets: Vec<Target>,
     pub phases: Vec<Phase>,
     pub checks: Vec<Check>,
+    /// Cumulative wave sizes; empty means one wave of every target.
+    pub waves: Vec<WaveSize>,
+    pub max_fail_percent: u32,
     /// Problems that do not stop the plan (shown by validate, plan and run).
     #[serde(skip)]
     pub warnings: Vec<crate::Diagnostic>,
@@ -88,9 +91,55 @@ pub struct Phase {
     pub steps: Vec<Step>,
     /// Checks that must be ok for the phase to be complete.
     pub checks: Vec<String>,
+    pub gates: Gates,
     pub rollback: Vec<Step>,
     #[serde(skip)]
     pub pos: Pos,
+}
+
+/// A phase's go/no-go decisions, in CEL over checks, progress, run and target.
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct Gates {
+    pub proceed_when: Option<Expr>,
+    pub pause_when: Option<Expr>,
+    pub rollback_when: Option<Expr>,
+    pub abort_when: Option<Expr>,
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    pub error_limit: u32,
+}
+
+/// One entry of `waves`: a number of targets or a percentage, cumulative.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum WaveSize {
+    Count(u32),
+    Percent(f64),
+}
+
+impl Plan {
+    /// The wave of each selected target, by position (0-based).
+    pub fn wave_of(&self) -> Vec<usize> {
+        let n = self.targets.len();
+        if self.waves.is_empty() {
+            return vec![0; n];
+        }
+        let mut ends: Vec<usize> = self
+            .waves
+            .iter()
+            .map(|w| match w {
+                WaveSize::Count(c) => (*c as usize).min(n),
+                WaveSize::Percent(p) => ((n as f64) * p / 100.0).ceil() as usize,
+            })
+            .collect();
+        // Cumulative and growing; the last wave takes everything left.
+        for i in 1..ends.len() {
+            ends[i] = ends[i].max(ends[i - 1]);
+        }
+        if let Some(last) = ends.last_mut() {
+            *last = n;
+        }
+        (0..n).map(|i| ends.iter().position(|e| i < *e).unwrap_or(ends.len() - 1)).collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -118,7 +167,13 @@ pub enum StepKind {
     Sql(SqlStep),
     Http(HttpStep),
     Wait(WaitStep),
+    Approve(ApproveStep),
     Block(BlockStep),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ApproveStep {
+    pub message: Option<Template>,
 }
 
 impl StepKind {
@@ -128,6 +183,7 @@ impl StepKind {
             StepKind::Sql(_) => "sql",
             StepKind::Http(_) => "http",
             StepKind::Wait(_) => "wait",
+            StepKind::Approve(_) => "approve",
             StepKind::Block(_) => "block",
         }
     }

@@ -89,14 +89,14 @@ static STEPS: Ty = Ty::Array(&STEP);
 static STATUS_ARRAY: Ty = Ty::Array(&STATUS);
 
 /// The step kinds, in the order the docs list them.
-pub const STEP_KINDS: &[&str] = &["exec", "sql", "http", "wait", "block"];
+pub const STEP_KINDS: &[&str] = &["exec", "sql", "http", "wait", "approve", "block"];
 static STEP_KIND: Ty = Ty::Enum(STEP_KINDS);
 pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 static HTTP_METHOD: Ty = Ty::Enum(HTTP_METHODS);
 
 pub static STEP_COMMON: &[Field] = &[
     req("name", &STR, "The step's name, unique in the plan; later steps read its outputs as `outputs.<name>`."),
-    req("kind", &STEP_KIND, "What the step does: exec, sql, http, wait or block."),
+    req("kind", &STEP_KIND, "What the step does: exec, sql, http, wait, approve or block."),
     f("description", &STR, "Free text for readers of the plan (shown in `cutover plan --output json`)."),
     f("when", &EXPR, "CEL condition over target, labels, vars and outputs; the step is skipped when false."),
     f("timeout", &DURATION, "Longest time one attempt may take (e.g. \"30s\")."),
@@ -152,6 +152,9 @@ pub static WAIT_FIELDS: &[Field] = &[
     f("probe", &STEP, "A step (exec, sql or http) re-run before each evaluation; its outputs are `probe`."),
 ];
 
+pub static APPROVE_FIELDS: &[Field] =
+    &[f("message", &TEMPLATE, "What the approver should check before approving, shown in the tower and the CLI.")];
+
 pub static BLOCK_FIELDS: &[Field] = &[
     req("steps", &STEPS, "The steps of the block, in order."),
     f("finally", &STEPS, "Steps that always run once the block has started, even after a failure or an abort."),
@@ -165,6 +168,7 @@ pub static STEP_KINDED: Kinded = Kinded {
         ("sql", SQL_FIELDS),
         ("http", HTTP_FIELDS),
         ("wait", WAIT_FIELDS),
+        ("approve", APPROVE_FIELDS),
         ("block", BLOCK_FIELDS),
     ],
 };
@@ -281,6 +285,10 @@ pub static CHECK_KINDED: Kinded = Kinded {
 static CHECK_TY: Ty = Ty::Kinded(&CHECK_KINDED);
 static CHECKS: Ty = Ty::Array(&CHECK_TY);
 
+static WAVE: Ty = Ty::OneOf(&[&POSITIVE, &STR]);
+static WAVES: Ty = Ty::Array(&WAVE);
+static PERCENT: Ty = Ty::Int(0, 100);
+
 static LABELS: Ty = Ty::Map(&SCALAR);
 static VARS: Ty = Ty::Map(&ANY);
 
@@ -331,6 +339,24 @@ pub static PHASE: Table = Table {
             "Checks that must all be ok for the phase to be complete (watch mode) and that gates read.",
         ),
         f("rollback", &STEPS, "Steps run (in reverse order of phases) when a target fails after this phase began."),
+        f(
+            "proceed_when",
+            &EXPR,
+            "Gate (CEL): a target does not start this phase until it holds, e.g. \"checks.connections.value == 0\".",
+        ),
+        f(
+            "pause_when",
+            &EXPR,
+            "Gate (CEL): while it holds, no new step of this phase starts (throttle); work resumes when it clears.",
+        ),
+        f("rollback_when", &EXPR, "Gate (CEL): when it holds between steps, the target rolls back."),
+        f("abort_when", &EXPR, "Gate (CEL): when it holds while targets are in this phase, the run is aborted."),
+        f("gate_interval", &DURATION, "How often gates are evaluated while waiting (default \"2s\")."),
+        f(
+            "gate_error_limit",
+            &RETRIES,
+            "Consecutive gate evaluation errors before the target needs attention (default 4).",
+        ),
     ],
 };
 static PHASE_TY: Ty = Ty::Table(&PHASE);
@@ -357,6 +383,16 @@ pub static PLAN: Table = Table {
         ),
         f("concurrency", &CONCURRENCY_TY, "Concurrency limits."),
         f("checks", &CHECKS, "Checks (probes): measurements with a status, shown in the tower and read by gates."),
+        f(
+            "waves",
+            &WAVES,
+            "Canary then ramp: cumulative wave sizes, e.g. [1, \"10%\", \"100%\"]; a wave starts once the previous one passed.",
+        ),
+        f(
+            "max_fail_percent",
+            &PERCENT,
+            "Most targets of a wave that may fail (percent, default 0) before the run stops starting waves.",
+        ),
         req("phases", &PHASES, "The phases, in order."),
     ],
 };

@@ -259,3 +259,41 @@ fn json_plans_get_positions_too() {
     assert_eq!((first.pos.line, first.pos.column, first.code), (4, 29, "missing-key"));
     assert_eq!((d.0[1].pos.line, d.0[1].pos.column, d.0[1].code), (4, 59, "unknown-key"));
 }
+
+// Regression: a step kind the shape knew but the builder did not was
+// silently dropped from the plan (the approve step, once).
+#[test]
+fn every_step_kind_builds() {
+    let text = r#"name = "kinds"
+[[phases]]
+name = "p"
+[[phases.steps]]
+name = "e"
+kind = "exec"
+command = "true"
+[[phases.steps]]
+name = "q"
+kind = "sql"
+dsn = "postgres://127.0.0.1/x"
+sql = "select 1"
+[[phases.steps]]
+name = "h"
+kind = "http"
+url = "http://127.0.0.1/"
+[[phases.steps]]
+name = "w"
+kind = "wait"
+until = "true"
+[[phases.steps]]
+name = "a"
+kind = "approve"
+[[phases.steps]]
+name = "b"
+kind = "block"
+steps = [{ name = "inner", kind = "exec", command = "true" }]
+"#;
+    let plan = load_str("k.toml", text, Path::new("."), None).expect("valid");
+    let kinds: Vec<&str> = plan.phases[0].steps.iter().map(|s| s.kind.name()).collect();
+    // One step of each kind, in the order the shape lists them.
+    assert_eq!(kinds, crate::shape::STEP_KINDS);
+}

@@ -186,6 +186,23 @@ pub enum Command {
         note: Option<String>,
     },
 
+    /// Approve an approve step (for one target, or every target waiting at it),
+    /// like gh-ost's postponed cut-over. Who and why are recorded.
+    #[command(
+        after_help = "Example:\n  cutover approve 20261121-101500-3f2a cutover-go --note \"lag is 0, checked with the app team\""
+    )]
+    Approve {
+        run: String,
+        /// The approve step's name.
+        step: String,
+        /// Only this target (default: every target waiting at the step).
+        #[arg(long)]
+        target: Option<String>,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        note: Option<String>,
+    },
+
     /// Print shell completions.
     #[command(after_help = "Example:\n  cutover completions bash > ~/.local/share/bash-completion/completions/cutover")]
     Completions { shell: clap_complete::Shell },

@@ -61,6 +61,9 @@ async fn dispatch(args: cli::Cli) -> i32 {
         cli::Command::Check { run, check, ok, not_ok: _, target, note } => {
             watch::tick(&args.state, &run, &check, ok, target, note, out)
         }
+        cli::Command::Approve { run, step, target, note } => {
+            watch::approve(&args.state, &run, &step, target, note, out)
+        }
         cli::Command::Completions { shell } => {
             cli::completions(shell);
             Ok(0)

@@ -199,6 +199,10 @@ fn describe(
         StepKind::Wait(x) => {
             format!("wait until {} (every {})", x.until.source, cutover_plan::duration::format(x.interval))
         }
+        StepKind::Approve(x) => format!(
+            "approve: {}",
+            x.message.as_ref().map(|m| render(m, ctx, r)).unwrap_or_else(|| "a human's go".into())
+        ),
         StepKind::Block(_) => "block".to_string(),
     };
     let mut flags = vec![];

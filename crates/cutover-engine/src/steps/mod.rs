@@ -2,6 +2,7 @@
 //! [`execute`]'s match, so adding one is a visible change. A block is not here:
 //! it is structure (steps and `finally`), which the runner walks.
 
+mod approve;
 mod exec;
 mod http;
 mod sql;
@@ -27,6 +28,8 @@ pub struct StepCtx<'a> {
     pub http: &'a reqwest::Client,
     /// The step's own timeout, which a `wait` uses as its deadline.
     pub timeout: Option<Duration>,
+    /// For steps that talk to the store (an approval).
+    pub engine: &'a crate::Engine,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -62,6 +65,7 @@ pub fn execute<'a>(
             StepKind::Sql(s) => sql::run(s, ctx).await,
             StepKind::Http(s) => http::run(s, ctx).await,
             StepKind::Wait(s) => wait::run(s, ctx).await,
+            StepKind::Approve(s) => approve::run(s, ctx).await,
             StepKind::Block(_) => Err(StepError::Failed("a block is run by the runner, not as one step".into())),
         }
     })

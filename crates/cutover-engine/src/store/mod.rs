@@ -91,6 +91,11 @@ pub trait Store: Send + Sync {
     fn add_tick(&self, run: &str, tick: &Tick, event: &NewEvent) -> Result<Event>;
     fn ticks(&self, run: &str, after: i64) -> Result<Vec<Tick>>;
 
+    /// A human's approval of an approve step (for one target, or all when
+    /// `target` is None), with its event.
+    fn add_approval(&self, run: &str, approval: &Approval, event: &NewEvent) -> Result<Event>;
+    fn approval(&self, run: &str, target: &str, step: &str) -> Result<Option<Approval>>;
+
     fn add_request(
         &self,
         run: &str,

@@ -101,6 +101,15 @@ CREATE TABLE IF NOT EXISTS ticks (
     note TEXT,
     at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS approvals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    actor TEXT NOT NULL,
+    note TEXT,
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
@@ -548,6 +557,38 @@ impl Store for SqliteStore {
             params![run, after],
             SqliteStore::tick_row,
         )
+    }
+
+    fn add_approval(&self, run: &str, a: &Approval, event: &NewEvent) -> Result<Event> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.classify(e))?;
+        tx.execute(
+            "INSERT INTO approvals (run_id, step, target, actor, note, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![run, a.step, a.target.as_deref().unwrap_or(""), a.actor, a.note, a.at],
+        )
+        .map_err(|e| self.classify(e))?;
+        let ev = insert_event(&tx, run, event).map_err(|e| self.classify(e))?;
+        tx.commit().map_err(|e| self.classify(e))?;
+        Ok(ev)
+    }
+
+    fn approval(&self, run: &str, target: &str, step: &str) -> Result<Option<Approval>> {
+        self.conn()
+            .query_row(
+                "SELECT step, target, actor, note, at FROM approvals WHERE run_id = ?1 AND step = ?2 AND (target = ?3 OR target = '') ORDER BY id LIMIT 1",
+                params![run, step, target],
+                |r| {
+                    Ok(Approval {
+                        step: r.get(0)?,
+                        target: r.get::<_, String>(1).map(|t| (!t.is_empty()).then_some(t))?,
+                        actor: r.get(2)?,
+                        note: r.get(3)?,
+                        at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.classify(e))
     }
 
     fn add_request(

@@ -7,6 +7,7 @@ mod support;
 mod cli;
 mod crash;
 mod fleet;
+mod gates;
 mod lifecycle;
 mod secrets;
 mod tower;

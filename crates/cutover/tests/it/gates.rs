@@ -1,0 +1,220 @@
+//! Gates: pause_when holds new work and releases it; rollback_when rolls
+//! back; proceed_when waits; approvals block until given; a wave over its
+//! failure limit stops the ramp; abort_when aborts.
+
+use crate::support::*;
+
+fn lag_check(extra: &str) -> String {
+    format!(
+        r#"[[checks]]
+name = "lag"
+kind = "command"
+command = "cat lag.txt"
+interval = "150ms"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn pause_when_throttles_new_work_and_releases_it() {
+    let w = Work::new();
+    w.write("lag.txt", "50");
+    w.write(
+        "p.toml",
+        &format!(
+            "name = \"throttle\"\n{}[[targets]]\nname = \"a\"\n[[phases]]\nname = \"copy\"\npause_when = \"checks.lag.value > 10\"\ngate_interval = \"100ms\"\n[[phases.steps]]\nname = \"s1\"\nkind = \"exec\"\ncommand = \"touch s1\"\n",
+            lag_check("")
+        ),
+    );
+    let mut child = w.spawn(&["run", "p.toml"]);
+    wait_until(20, "the throttle", || {
+        w.state().exists()
+            && w.json(&["runs"]).as_array().is_some_and(|a| !a.is_empty())
+            && kinds(&w.events(&w.run_id())).contains(&"target_throttled".to_string())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert!(!w.file("s1").exists(), "no step starts while pause_when holds");
+    w.write("lag.txt", "2");
+    assert_eq!(wait_exit(&mut child, 20), 0);
+    assert!(w.file("s1").exists());
+    let events = w.events(&w.run_id());
+    let throttled = events.iter().find(|e| e["kind"] == "target_throttled").expect("throttled");
+    assert_eq!(throttled["message"], "throttled: checks.lag.value > 10");
+    assert!(kinds(&events).contains(&"throttle_cleared".to_string()));
+}
+
+#[test]
+fn rollback_when_rolls_the_target_back_and_proceed_when_waits() {
+    let w = Work::new();
+    w.write("lag.txt", "0");
+    w.write("errors.txt", "0");
+    w.write(
+        "p.toml",
+        &format!(
+            r#"name = "rollback-gate"
+{}
+[[checks]]
+name = "errors"
+kind = "command"
+command = "cat errors.txt"
+interval = "100ms"
+[[targets]]
+name = "a"
+[[phases]]
+name = "prepare"
+proceed_when = "checks.lag.ok && checks.lag.value == 0"
+gate_interval = "100ms"
+[[phases.steps]]
+name = "s1"
+kind = "exec"
+command = "touch s1; echo 3 > errors.txt; sleep 0.6"
+[[phases.steps]]
+name = "s2"
+kind = "exec"
+command = "touch s2"
+[[phases]]
+name = "later"
+rollback_when = "checks.errors.value > 0"
+[[phases.steps]]
+name = "s3"
+kind = "exec"
+command = "touch s3"
+[[phases.rollback]]
+name = "undo"
+kind = "exec"
+command = "touch undone"
+"#,
+            lag_check("ok = \"value < 5\"")
+        ),
+    );
+    let o = w.run(&["run", "p.toml"]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    let run = w.run_id();
+    assert!(w.file("s1").exists() && w.file("s2").exists());
+    assert!(!w.file("s3").exists(), "the gate stopped s3");
+    assert!(w.file("undone").exists(), "rollback steps ran");
+    assert_eq!(w.target_state(&run, "a"), "rolled_back");
+    let k = kinds(&w.events(&run));
+    assert!(k.contains(&"gate_rollback".to_string()), "{k:?}");
+}
+
+#[test]
+fn an_approval_blocks_until_given_and_names_who() {
+    let w = Work::new();
+    w.write(
+        "p.toml",
+        r#"name = "approve"
+[[targets]]
+name = "a"
+[[targets]]
+name = "b"
+[[phases]]
+name = "switch"
+[[phases.steps]]
+name = "go"
+kind = "approve"
+message = "cut over {{ name }}?"
+[[phases.steps]]
+name = "cutover"
+kind = "exec"
+command = "touch cut-{{ name }}"
+"#,
+    );
+    let mut child = w.spawn(&["run", "p.toml"]);
+    wait_until(20, "approval requests", || {
+        w.state().exists()
+            && w.json(&["runs"]).as_array().is_some_and(|a| !a.is_empty())
+            && w.events(&w.run_id()).iter().filter(|e| e["kind"] == "approval_needed").count() == 2
+    });
+    let run = w.run_id();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!w.file("cut-a").exists() && !w.file("cut-b").exists(), "nothing cuts over without approval");
+    let o = w.run(&["approve", &run, "go", "--target", "a", "--note", "lag 0"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    wait_until(20, "a to cut over", || w.file("cut-a").exists());
+    assert!(!w.file("cut-b").exists(), "b still waits for its own approval");
+    assert_eq!(code(&w.run(&["approve", &run, "go"])), 0);
+    assert_eq!(wait_exit(&mut child, 20), 0);
+    let events = w.events(&run);
+    let out = events
+        .iter()
+        .find(|e| e["kind"] == "step_succeeded" && e["target"] == "a" && e["step"] == "go")
+        .expect("approved step");
+    assert_eq!(out["data"]["outputs"]["approved_by"], "tester");
+    assert_eq!(out["data"]["outputs"]["note"], "lag 0");
+    // Approving a step that is not an approve step is refused.
+    assert_eq!(code(&w.run(&["approve", &run, "cutover"])), 2);
+}
+
+fn wave_plan(fail_first: bool) -> String {
+    let mut p = String::from(
+        "name = \"waves\"\nwaves = [1, \"40%\", \"100%\"]\nmax_fail_percent = 0\n[concurrency]\nlimit = 5\n",
+    );
+    for i in 0..5 {
+        p.push_str(&format!("[[targets]]\nname = \"t{i}\"\n"));
+    }
+    let cmd = if fail_first { "[ {{ name }} != t0 ] && touch ran-{{ name }}" } else { "touch ran-{{ name }}" };
+    p.push_str(&format!(
+        "[[phases]]\nname = \"p\"\n[[phases.steps]]\nname = \"s\"\nkind = \"exec\"\ncommand = \"{cmd}\"\n"
+    ));
+    p
+}
+
+#[test]
+fn a_failed_canary_stops_the_ramp_and_a_good_one_opens_it() {
+    let w = Work::new();
+    w.write("p.toml", &wave_plan(true));
+    let o = w.run(&["run", "p.toml"]);
+    assert_eq!(code(&o), 1);
+    let run = w.run_id();
+    assert_eq!(w.target_state(&run, "t0"), "failed");
+    for t in ["t1", "t2", "t3", "t4"] {
+        assert_eq!(w.target_state(&run, t), "pending", "{t} must not start after the canary failed");
+    }
+    let ev = w.events(&run);
+    let failed = ev.iter().find(|e| e["kind"] == "wave_failed").expect("wave_failed");
+    assert_eq!(failed["data"]["wave"], 1);
+
+    let w = Work::new();
+    w.write("p.toml", &wave_plan(false));
+    assert_eq!(code(&w.run(&["run", "p.toml"])), 0);
+    let run = w.run_id();
+    let ev = w.events(&run);
+    let passed: Vec<i64> =
+        ev.iter().filter(|e| e["kind"] == "wave_passed").filter_map(|e| e["data"]["wave"].as_i64()).collect();
+    assert_eq!(passed, [1, 2]);
+    // Wave 2 (up to 40 % = 2 targets) started only after the canary ended.
+    let s = w.status(&run);
+    let at = |n: &str, f: &str| {
+        s["targets"]
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["name"] == n))
+            .and_then(|t| t[f].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(at("t0", "finished_at") <= at("t1", "started_at"));
+    assert!(at("t1", "finished_at") <= at("t2", "started_at"));
+}
+
+#[test]
+fn abort_when_aborts_the_run() {
+    let w = Work::new();
+    w.write("lag.txt", "0");
+    w.write(
+        "p.toml",
+        &format!(
+            "name = \"abort-gate\"\n{}[[targets]]\nname = \"a\"\n[[phases]]\nname = \"copy\"\nabort_when = \"checks.lag.value > 100\"\n[[phases.steps]]\nname = \"maint\"\nkind = \"block\"\n[[phases.steps.steps]]\nname = \"long\"\nkind = \"exec\"\ncommand = \"touch long.started; sleep 30\"\n[[phases.steps.finally]]\nname = \"off\"\nkind = \"exec\"\ncommand = \"touch off\"\n",
+            lag_check("")
+        ),
+    );
+    let mut child = w.spawn(&["run", "p.toml"]);
+    wait_until(20, "the long step", || w.file("long.started").exists());
+    w.write("lag.txt", "500");
+    assert_eq!(wait_exit(&mut child, 20), 3);
+    assert!(w.file("off").exists(), "finally ran after the gate's abort");
+    let run = w.run_id();
+    assert_eq!(w.status(&run)["run"]["state"], "aborted");
+    assert!(kinds(&w.events(&run)).contains(&"gate_abort".to_string()));
+}
