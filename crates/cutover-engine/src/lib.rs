@@ -28,6 +28,7 @@
 pub mod checks;
 pub mod control;
 pub mod model;
+pub mod notify;
 mod proc;
 pub mod progress;
 pub mod redact;

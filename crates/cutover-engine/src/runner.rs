@@ -202,7 +202,13 @@ pub async fn drive(
         shared.emit(NewEvent::run("run_aborting", "abort requested while no process was driving the run"))?;
         let _ = abort_tx.send(true);
     }
+    let notifier =
+        crate::notify::start(engine, run_id, Arc::new(shared.plan.clone()), Arc::new(shared.secrets.clone()));
     let result = schedule(&shared, &abort_tx, &lease).await;
+    if let Some(n) = notifier {
+        // The notifier ends after the run's end went out (with its retries).
+        let _ = tokio::time::timeout(Duration::from_secs(30), n).await;
+    }
     drop(lease);
     result
 }

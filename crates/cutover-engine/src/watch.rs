@@ -51,7 +51,9 @@ pub async fn watch(
             format!("watching {} check(s) over {} phase(s)", plan.checks.len(), plan.phases.len()),
         ),
     )?;
-    let checks = CheckRunner::start(engine, run_id, plan.clone(), Arc::new(secrets));
+    let secrets = Arc::new(secrets);
+    let notifier = crate::notify::start(engine, run_id, plan.clone(), secrets.clone());
+    let checks = CheckRunner::start(engine, run_id, plan.clone(), secrets);
     let mut current = 0usize;
     let mut last_tick = 0i64;
     let mut last_draw = 0i64;
@@ -135,6 +137,9 @@ pub async fn watch(
     engine.emit(run_id, NewEvent::run("watch_finished", how).with_data(serde_json::json!({ "state": state })))?;
     let v = view(run_id, state, &plan, current, &checks, now_ms());
     on_tick(&v);
+    if let Some(n) = notifier {
+        let _ = tokio::time::timeout(Duration::from_secs(30), n).await;
+    }
     drop(lease);
     Ok(v)
 }

@@ -103,6 +103,28 @@ impl Builder<'_> {
         }
     }
 
+    pub fn notify(&self, node: Option<&Node>) -> Vec<Notify> {
+        node.and_then(Node::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|n| Notify {
+                        name: self.str(n, "name").unwrap_or_default(),
+                        url: self
+                            .template(n, "url")
+                            .unwrap_or(Template { source: String::new(), pos: self.pos(n.span) }),
+                        format: self.str(n, "format").unwrap_or_else(|| "json".into()),
+                        on: n
+                            .get("on")
+                            .and_then(Node::as_array)
+                            .map(|x| x.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                            .unwrap_or_default(),
+                        headers: self.template_map(n, "headers"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn waves(&self, node: Option<&Node>) -> Vec<WaveSize> {
         node.and_then(Node::as_array)
             .map(|a| {

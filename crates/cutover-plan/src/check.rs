@@ -300,6 +300,23 @@ fn check_gates(plan: &Plan, phase: &Phase, secrets: &BTreeSet<String>, earlier: 
     }
 }
 
+/// Webhook URLs and headers are templates over the plan's vars and secrets.
+pub fn notify(plan: &Plan, diags: &mut Diagnostics) {
+    let secrets: BTreeSet<String> = plan.secrets.iter().map(|s| s.name.clone()).collect();
+    let run_scope = [Target {
+        name: RUN_SCOPE.into(),
+        labels: Default::default(),
+        vars: Default::default(),
+        after: vec![],
+        pos: Pos::default(),
+    }];
+    let refs = Refs { earlier_steps: &[], checks: None, secrets: &secrets, targets: &run_scope, plan_vars: &plan.vars };
+    for n in &plan.notify {
+        check_template(&n.url, &refs, diags);
+        n.headers.values().for_each(|t| check_template(t, &refs, diags));
+    }
+}
+
 /// Waves: sizes that grow, percentages up to 100.
 pub fn waves(plan: &Plan, diags: &mut Diagnostics) {
     for w in &plan.waves {

@@ -99,6 +99,7 @@ pub fn load_str(path: &str, text: &str, dir: &Path, targets: Option<Vec<Target>>
             .map(|a| a.iter().filter_map(|c| b.check(c)).collect())
             .unwrap_or_default(),
         waves: b.waves(root.get("waves")),
+        notify: b.notify(root.get("notify")),
         max_fail_percent: root
             .get("max_fail_percent")
             .and_then(|n| match n.value {
@@ -111,6 +112,7 @@ pub fn load_str(path: &str, text: &str, dir: &Path, targets: Option<Vec<Target>>
     check::phases(&plan, &mut diags);
     check::checks(&plan, &mut diags);
     check::waves(&plan, &mut diags);
+    check::notify(&plan, &mut diags);
     for w in root.get("waves").and_then(tree::Node::as_array).unwrap_or_default() {
         if let Some(text) = w.as_str()
             && text.trim().strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok()).is_none()

@@ -45,6 +45,7 @@ pub struct Plan {
     /// Cumulative wave sizes; empty means one wave of every target.
     pub waves: Vec<WaveSize>,
     pub max_fail_percent: u32,
+    pub notify: Vec<Notify>,
     /// Problems that do not stop the plan (shown by validate, plan and run).
     #[serde(skip)]
     pub warnings: Vec<crate::Diagnostic>,
@@ -107,6 +108,18 @@ pub struct Gates {
     #[serde(serialize_with = "ser_duration")]
     pub interval: Duration,
     pub error_limit: u32,
+}
+
+/// A webhook.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Notify {
+    pub name: String,
+    pub url: Template,
+    /// "json" or "slack".
+    pub format: String,
+    /// Event groups; empty means all.
+    pub on: Vec<String>,
+    pub headers: BTreeMap<String, Template>,
 }
 
 /// One entry of `waves`: a number of targets or a percentage, cumulative.

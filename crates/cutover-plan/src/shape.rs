@@ -285,6 +285,23 @@ pub static CHECK_KINDED: Kinded = Kinded {
 static CHECK_TY: Ty = Ty::Kinded(&CHECK_KINDED);
 static CHECKS: Ty = Ty::Array(&CHECK_TY);
 
+pub const NOTIFY_ON: &[&str] = &["gate", "target_failed", "approval_needed", "run_finished"];
+static NOTIFY_EVENT: Ty = Ty::Enum(NOTIFY_ON);
+static NOTIFY_EVENTS: Ty = Ty::Array(&NOTIFY_EVENT);
+static NOTIFY_FORMAT: Ty = Ty::Enum(&["json", "slack"]);
+static NOTIFY: Table = Table {
+    what: "notification",
+    fields: &[
+        req("name", &STR, "The notification's name (for messages)."),
+        req("url", &TEMPLATE, "Where to POST (may read secrets: {{ secrets.slack_hook }})."),
+        f("format", &NOTIFY_FORMAT, "\"json\" (the event as JSON, default) or \"slack\" ({\"text\": …})."),
+        f("on", &NOTIFY_EVENTS, "Which events: gate, target_failed, approval_needed, run_finished (default: all)."),
+        f("headers", &TEMPLATE_MAP, "Request headers."),
+    ],
+};
+static NOTIFY_TY: Ty = Ty::Table(&NOTIFY);
+static NOTIFIES: Ty = Ty::Array(&NOTIFY_TY);
+
 static WAVE: Ty = Ty::OneOf(&[&POSITIVE, &STR]);
 static WAVES: Ty = Ty::Array(&WAVE);
 static PERCENT: Ty = Ty::Int(0, 100);
@@ -393,6 +410,7 @@ pub static PLAN: Table = Table {
             &PERCENT,
             "Most targets of a wave that may fail (percent, default 0) before the run stops starting waves.",
         ),
+        f("notify", &NOTIFIES, "Webhooks on gate transitions, target failures, approvals needed and the run's end."),
         req("phases", &PHASES, "The phases, in order."),
     ],
 };

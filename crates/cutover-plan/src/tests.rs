@@ -45,14 +45,14 @@ fn invalid_plans_are_reported_at_their_position() {
         (
             "^phasez = []\n[[phases]]\nname = \"x\"\nsteps = []\n",
             &[
-                "2:1 unknown-key: unknown key `phasez` in plan `p` (expected one of: $schema, name, description, targets, select, vars, secrets, concurrency, checks, phases)",
+                "2:1 unknown-key: unknown key `phasez` in plan `p` (expected one of: $schema, name, description, targets, select, vars, secrets, concurrency, checks, waves, max_fail_percent, notify, phases)",
             ],
         ),
         // 4. An unknown step kind.
         (
             &format!("{STEP}kind = \"shell\"\n"),
             &[
-                "9:8 unknown-kind: unknown step kind \"shell\" for `kind` (expected one of: exec, sql, http, wait, block)",
+                "9:8 unknown-kind: unknown step kind \"shell\" for `kind` (expected one of: exec, sql, http, wait, approve, block)",
             ],
         ),
         // 5. A step without kind.

@@ -9,6 +9,7 @@ mod crash;
 mod fleet;
 mod gates;
 mod lifecycle;
+mod notify;
 mod secrets;
 mod tower;
 mod watch;
