@@ -32,6 +32,7 @@ pub mod duration;
 pub mod expr;
 pub mod inventory;
 pub mod model;
+pub mod runbook;
 pub mod shape;
 pub mod template;
 pub mod tree;

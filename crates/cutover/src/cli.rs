@@ -203,6 +203,17 @@ pub enum Command {
         note: Option<String>,
     },
 
+    /// Write the migration's runbook, dashboard spec and alerts spec (Markdown)
+    /// from the plan: phases, steps, gates with their thresholds, rollback,
+    /// checks and who is notified.
+    #[command(after_help = "Example:\n  cutover docs plan.toml --out docs/runbooks/migrations")]
+    Docs {
+        plan: PathBuf,
+        /// Directory for NAME.md, NAME-dashboard.md and NAME-alerts.md.
+        #[arg(long, default_value = "docs/runbooks/migrations")]
+        out: PathBuf,
+    },
+
     /// Print shell completions.
     #[command(after_help = "Example:\n  cutover completions bash > ~/.local/share/bash-completion/completions/cutover")]
     Completions { shell: clap_complete::Shell },

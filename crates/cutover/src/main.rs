@@ -64,6 +64,7 @@ async fn dispatch(args: cli::Cli) -> i32 {
         cli::Command::Approve { run, step, target, note } => {
             watch::approve(&args.state, &run, &step, target, note, out)
         }
+        cli::Command::Docs { plan, out: dir } => show::docs(&plan, &dir, out),
         cli::Command::Completions { shell } => {
             cli::completions(shell);
             Ok(0)

@@ -363,3 +363,33 @@ pub async fn events(state: &str, run: &str, follow: bool, out: Output) -> anyhow
     }
     Ok(0)
 }
+
+/// `cutover docs`: the three documents of seed 004, from the plan.
+pub fn docs(path: &Path, dir: &Path, out: Output) -> anyhow::Result<i32> {
+    let plan = match cutover_plan::load_file(path) {
+        Ok(p) => p,
+        Err(d) => {
+            eprint!("{d}");
+            return Ok(2);
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(|e| usage(format!("cannot create {}: {e}", dir.display())))?;
+    let slug: String =
+        plan.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    let files = [
+        (dir.join(format!("{slug}.md")), cutover_plan::runbook::runbook(&plan)),
+        (dir.join(format!("{slug}-dashboard.md")), cutover_plan::runbook::dashboard(&plan)),
+        (dir.join(format!("{slug}-alerts.md")), cutover_plan::runbook::alerts(&plan)),
+    ];
+    for (f, text) in &files {
+        std::fs::write(f, text).map_err(|e| usage(format!("cannot write {}: {e}", f.display())))?;
+    }
+    if out == Output::Json {
+        json(&json!({ "files": files.iter().map(|(f, _)| f.display().to_string()).collect::<Vec<_>>() }))?;
+    } else {
+        for (f, _) in &files {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(0)
+}

@@ -215,3 +215,18 @@ command = ["pg-copy", "--source", "{{ vars.dsn }}", "--rows", "{{ outputs.size.r
     let j = w.json(&["validate", "p.toml"]);
     assert_eq!(j["warnings"][0]["code"], "inline-password");
 }
+
+#[test]
+fn docs_writes_the_runbook_dashboard_and_alerts() {
+    let w = Work::new();
+    w.write("ok.toml", OK_PLAN);
+    let o = w.run(&["docs", "ok.toml", "--out", "rb"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let runbook = w.read("rb/ok.md");
+    assert!(
+        runbook.starts_with("# Runbook: ok") && runbook.contains("**touch** — run `touch ran-{{ name }}`"),
+        "{runbook}"
+    );
+    assert!(w.read("rb/ok-dashboard.md").starts_with("# Dashboard: ok"));
+    assert!(w.read("rb/ok-alerts.md").contains("Nobody: the plan has no `[[notify]]`"));
+}
