@@ -1193,6 +1193,7 @@ async fn run_attempts(
             http: &shared.http,
             timeout: step.timeout,
             engine: &shared.engine,
+            last_progress: Default::default(),
         };
         let fut = async {
             match step.timeout {

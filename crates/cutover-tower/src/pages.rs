@@ -63,10 +63,14 @@ fn page_context(d: &RunDetail, snapshot: bool, qs: &str) -> minijinja::Value {
         .filter(|t| matches!(t.state, TargetState::Failed | TargetState::NeedsAttention | TargetState::RolledBack))
         .collect();
     let last_event = d.events.first().map(|e| e.id).unwrap_or(0);
+    // Listing every running target of a 10,000-target fleet would drown the
+    // page: the first 50 are shown, the grid shows the rest.
+    let running: Vec<_> = d.targets.iter().filter(|t| t.state == TargetState::Running).take(50).collect();
     let states: Vec<&str> = TargetState::ALL.iter().map(|s| s.as_str()).collect();
     context! {
         d => ser(d),
         attention => ser(&attention),
+        running => ser(&running),
         pct => format!("{:.1}", d.progress.percent),
         rate => format!("{:.1}", d.progress.rate * 60.0),
         last_event,

@@ -65,6 +65,8 @@ pub struct CheckTile {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetCell {
+    /// The running step's reported progress, with rate and ETA.
+    pub progress: Option<Progress>,
     pub name: String,
     pub state: TargetState,
     pub phase: Option<String>,
@@ -173,6 +175,13 @@ pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDeta
         Some(p) => phase_tiles(p, &targets, &all_events, &checks),
         None => vec![],
     };
+    // Progress reports by (target, step), grouped once: a fleet has many.
+    let mut progress_events: BTreeMap<(&str, &str), Vec<&Event>> = BTreeMap::new();
+    for e in all_events.iter().filter(|e| e.kind == "step_progress") {
+        if let (Some(t), Some(st)) = (e.target.as_deref(), e.step.as_deref()) {
+            progress_events.entry((t, st)).or_default().push(e);
+        }
+    }
     let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let label_of: BTreeMap<String, BTreeMap<String, String>> = plan
         .as_ref()
@@ -185,7 +194,11 @@ pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDeta
             for (k, v) in &l {
                 labels.entry(k.clone()).or_default().insert(v.clone());
             }
+            let progress = (t.state == TargetState::Running)
+                .then(|| step_progress(&progress_events, &t.name, t.step.as_deref(), now))
+                .flatten();
             TargetCell {
+                progress,
                 name: t.name.clone(),
                 state: t.state,
                 phase: t.phase.clone(),
@@ -213,6 +226,26 @@ pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDeta
         events: all_events.into_iter().skip(skip).rev().collect(),
         generated_at: cutover_engine::model::now(),
     })
+}
+
+/// The latest progress a step reported, with the rate of its recent reports.
+fn step_progress(
+    by_step: &BTreeMap<(&str, &str), Vec<&Event>>,
+    target: &str,
+    step: Option<&str>,
+    now: i64,
+) -> Option<Progress> {
+    let reports = by_step.get(&(target, step?))?;
+    let last = reports.last()?;
+    let samples: Vec<(i64, f64)> =
+        reports.iter().filter_map(|e| Some((ms(&e.ts)?, e.data["done"].as_f64()?))).collect();
+    Some(progress::compute(
+        last.data["done"].as_f64().unwrap_or(0.0),
+        last.data["total"].as_f64().unwrap_or(0.0),
+        last.data["unit"].as_str().unwrap_or("units"),
+        &samples,
+        now,
+    ))
 }
 
 /// Phases in order, red until green. A watched run says from its events

@@ -127,6 +127,7 @@ pub async fn present(mut rx: tokio::sync::broadcast::Receiver<Event>, total: u64
     );
     bar.set_prefix("run");
     let mut lines: HashMap<String, ProgressBar> = HashMap::new();
+    let mut samples: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
     let (mut ok, mut failed, mut attention) = (0u64, 0u64, 0u64);
     loop {
         let ev = match rx.recv().await {
@@ -159,6 +160,31 @@ pub async fn present(mut rx: tokio::sync::broadcast::Receiver<Event>, total: u64
                     let attempt = ev.data["attempt"].as_i64().unwrap_or(1);
                     let again = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
                     l.set_message(format!("{phase} › {step}{again}"));
+                }
+            }
+            "step_progress" => {
+                if let Some(l) = lines.get(&target) {
+                    let now = cutover_engine::model::now_ms();
+                    let done = ev.data["done"].as_f64().unwrap_or(0.0);
+                    let s = samples.entry(format!("{target}/{}", ev.step.as_deref().unwrap_or(""))).or_default();
+                    s.push((now, done));
+                    let p = cutover_engine::progress::compute(
+                        done,
+                        ev.data["total"].as_f64().unwrap_or(0.0),
+                        ev.data["unit"].as_str().unwrap_or(""),
+                        s,
+                        now,
+                    );
+                    l.set_message(format!(
+                        "{} {:.1}% ({}/{} {}, {:.0}/s, ETA {})",
+                        ev.step.as_deref().unwrap_or(""),
+                        p.percent,
+                        p.done,
+                        p.total,
+                        p.unit,
+                        p.rate,
+                        p.eta
+                    ));
                 }
             }
             "step_retrying" | "target_rolling_back" => {

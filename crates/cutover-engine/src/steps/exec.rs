@@ -45,10 +45,31 @@ pub async fn run(s: &ExecStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> 
             ctx.fail(format!("cannot start {program}: {e}"))
         }
     })?;
+    let mut child = child;
     let guard = GroupGuard::new(child.id());
-    let out = child.wait_with_output().await.map_err(|e| ctx.fail(format!("waiting for {program}: {e}")))?;
+    // stdout is read line by line: a line that is a JSON object with a
+    // "progress" key ({"progress": {"done": 120, "total": 1000, "unit": "rows"}})
+    // reports progress; every other line is the step's output.
+    let stdout_pipe = child.stdout.take();
+    let reader = async {
+        let mut text = String::new();
+        if let Some(out) = stdout_pipe {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some((done, total, unit)) = progress_line(&line) {
+                    ctx.progress(done, total, &unit);
+                } else {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+        }
+        text
+    };
+    let (stdout, out) = tokio::join!(reader, child.wait_with_output());
+    let out = out.map_err(|e| ctx.fail(format!("waiting for {program}: {e}")))?;
     guard.disarm();
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -66,4 +87,19 @@ pub async fn run(s: &ExecStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> 
     let mut outputs = outputs_from_text(&stdout, "stdout");
     outputs.entry("exit_code").or_insert(Value::from(0));
     Ok(outputs)
+}
+
+/// `{"progress": {"done": D, "total": T, "unit": "rows"}}` on a line of its own.
+fn progress_line(line: &str) -> Option<(f64, f64, String)> {
+    let t = line.trim();
+    if !t.starts_with('{') || !t.contains("\"progress\"") {
+        return None;
+    }
+    let v: Value = serde_json::from_str(t).ok()?;
+    let p = v.get("progress")?;
+    Some((
+        p.get("done")?.as_f64()?,
+        p.get("total").and_then(Value::as_f64).unwrap_or(0.0),
+        p.get("unit").and_then(Value::as_str).unwrap_or("units").to_string(),
+    ))
 }

@@ -30,6 +30,8 @@ pub struct StepCtx<'a> {
     pub timeout: Option<Duration>,
     /// For steps that talk to the store (an approval).
     pub engine: &'a crate::Engine,
+    /// When progress was last recorded (progress events are throttled).
+    pub last_progress: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -46,6 +48,28 @@ impl StepCtx<'_> {
         cutover_plan::template::render(&t.source, self.vars).map_err(|e| {
             StepError::Template(self.redactor.redact(&format!("cannot render {what} ({}): {}", t.pos, e.message)))
         })
+    }
+
+    /// Records the step's progress (done/total units) as an event, at most
+    /// once a second, and always when it reaches its total.
+    pub fn progress(&self, done: f64, total: f64, unit: &str) {
+        let mut last = self.last_progress.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let finished = total > 0.0 && done >= total;
+        if !finished && last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(now);
+        let pct = if total > 0.0 { format!(" ({:.1} %)", (done / total * 100.0).min(100.0)) } else { String::new() };
+        let ev = crate::model::NewEvent::step(
+            self.target,
+            self.step,
+            "step_progress",
+            format!("{done}/{total} {unit}{pct}"),
+        )
+        .with_data(serde_json::json!({ "done": done, "total": total, "unit": unit }));
+        // Progress is information: a store too busy to take it now is not a failure.
+        let _ = self.engine.emit(self.run_id, ev);
     }
 
     pub fn fail(&self, msg: impl AsRef<str>) -> StepError {

@@ -348,3 +348,30 @@ command = "touch off-2"
     let s = w.status(&run);
     assert!(s["targets"][0]["message"].as_str().unwrap_or("").contains("monitoring API down"), "{s:#}");
 }
+
+#[test]
+fn a_step_reports_progress_as_done_over_total() {
+    let w = Work::new();
+    w.write(
+        "p.toml",
+        r#"name = "progress"
+[[targets]]
+name = "a"
+[[phases]]
+name = "copy"
+[[phases.steps]]
+name = "copy-rows"
+kind = "exec"
+command = "for i in 1 2 3 4; do echo \"{\\\"progress\\\": {\\\"done\\\": $((i * 250)), \\\"total\\\": 1000, \\\"unit\\\": \\\"rows\\\"}}\"; sleep 0.6; done; echo '{\"rows\": 1000}'"
+"#,
+    );
+    let o = w.run(&["run", "p.toml"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let events = w.events(&w.run_id());
+    let reports: Vec<f64> =
+        events.iter().filter(|e| e["kind"] == "step_progress").filter_map(|e| e["data"]["done"].as_f64()).collect();
+    // Throttled to one a second, but the first and the final one are there.
+    assert!(reports.len() >= 3 && reports.first() == Some(&250.0) && reports.last() == Some(&1000.0), "{reports:?}");
+    let out = events.iter().find(|e| e["kind"] == "step_succeeded").expect("success");
+    assert_eq!(out["data"]["outputs"]["rows"], 1000, "progress lines are not outputs");
+}
