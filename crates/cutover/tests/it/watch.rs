@@ -171,3 +171,31 @@ checks = ["app-in-maintenance"]
     assert_eq!(ticked["data"]["actor"], "tester");
     assert_eq!(w.status(&run)["run"]["state"], "succeeded");
 }
+
+/// examples/pix-watch/run.sh end to end: a real PostgreSQL, the stand-in app
+/// (python3), the migration script, and `cutover watch` with the tower.
+#[test]
+fn the_pix_watch_example_runs_end_to_end() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pix-watch/run.sh");
+    let app_port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let o = std::process::Command::new("bash")
+        .arg(&script)
+        .env("CUTOVER", env!("CARGO_BIN_EXE_cutover"))
+        .env("LISTEN", "127.0.0.1:0")
+        .env("APP_PORT", app_port.to_string())
+        .env("CUTOVER_ACTOR", "tester")
+        .output()
+        .expect("run.sh");
+    let out = text(&o.stdout);
+    let err = text(&o.stderr);
+    assert_eq!(code(&o), 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("phases: maintenance=complete, migration=complete, reopen=complete · state: succeeded"),
+        "{out}"
+    );
+    assert!(
+        err.contains("phase `reopen` is current") && err.contains("check `app-in-maintenance` is alarm (was ok)"),
+        "the expectation flipped at reopening: {err}"
+    );
+}
