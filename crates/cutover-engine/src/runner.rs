@@ -235,6 +235,13 @@ async fn schedule(
     let run_id = shared.run_id.as_str();
     let plan = &shared.plan;
     let by_name: HashMap<&str, &Target> = plan.targets.iter().map(|t| (t.name.as_str(), t)).collect();
+    let position: HashMap<&str, usize> = plan.targets.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+    // The targets' states, kept in memory: this process is the only writer
+    // while it holds the lease, except through requests (re-read after them).
+    // Reading 10,000 rows at every turn of the loop made large runs quadratic.
+    let mut states: HashMap<String, TargetState> =
+        store.targets(run_id)?.into_iter().map(|r| (r.name, r.state)).collect();
+    let mut last_phase_check = 0i64;
     let mut running: JoinSet<(String, Result<Flow, EngineError>)> = JoinSet::new();
     let mut running_names: Vec<String> = vec![];
     let mut closing_started = false;
@@ -245,14 +252,21 @@ async fn schedule(
             running.shutdown().await;
             return Err(EngineError::LeaseLost(run_id.to_string()));
         }
-        for req in store.pending_requests(run_id)? {
-            handle_request(shared, abort_tx, &req)?;
+        let requests = store.pending_requests(run_id)?;
+        for req in &requests {
+            handle_request(shared, abort_tx, req)?;
             store.mark_request_handled(req.id)?;
+        }
+        if !requests.is_empty() {
+            states = store.targets(run_id)?.into_iter().map(|r| (r.name, r.state)).collect();
         }
         let aborting = *abort_tx.borrow();
         let pausing = shared.pause.load(Ordering::SeqCst);
         if let Some(c) = checks {
-            c.set_phase(current_phase(plan, &store.targets(run_id)?));
+            if now_ms() - last_phase_check >= 1000 {
+                last_phase_check = now_ms();
+                c.set_phase(current_phase(plan, &store.targets(run_id)?));
+            }
             for t in store.ticks(run_id, last_tick)? {
                 last_tick = t.id;
                 c.apply_tick(&t)?;
@@ -277,6 +291,7 @@ async fn schedule(
                         ),
                     )?;
                     running_names.push(r.name.clone());
+                    states.insert(r.name.clone(), TargetState::Running);
                     let (sh, name) = (shared.clone(), r.name.clone());
                     running.spawn(async move {
                         let flow = run_target(&sh, &name).await;
@@ -295,24 +310,23 @@ async fn schedule(
                 continue;
             }
         }
-        let open_wave = wave_gate(shared, &waves, &mut waves_seen)?;
+        let open_wave = wave_gate(shared, &waves, &states, &mut waves_seen)?;
         if !aborting && !pausing {
-            let records = store.targets(run_id)?;
-            let state: HashMap<&str, TargetState> = records.iter().map(|r| (r.name.as_str(), r.state)).collect();
-            for r in &records {
-                if r.state != TargetState::Pending || running_names.contains(&r.name) {
+            let pending: Vec<&Target> =
+                plan.targets.iter().filter(|t| states.get(&t.name) == Some(&TargetState::Pending)).collect();
+            for t in pending {
+                if running_names.contains(&t.name) {
                     continue;
                 }
-                let Some(t) = by_name.get(r.name.as_str()) else { continue };
-                let position = shared.plan.targets.iter().position(|x| x.name == t.name).unwrap_or(0);
-                if open_wave.is_none_or(|w| waves.get(position).is_some_and(|tw| *tw > w)) {
+                let at = position.get(t.name.as_str()).copied().unwrap_or(0);
+                if open_wave.is_none_or(|w| waves.get(at).is_some_and(|tw| *tw > w)) {
                     continue;
                 }
                 // An `after` dependency that ended without success means this
                 // target will not start.
                 let blocked_by = t.after.iter().find(|d| {
                     matches!(
-                        state.get(d.as_str()),
+                        states.get(d.as_str()),
                         Some(TargetState::Failed | TargetState::RolledBack | TargetState::Skipped)
                     )
                 });
@@ -325,12 +339,12 @@ async fn schedule(
                         Some(&msg),
                         NewEvent::target(&t.name, "target_skipped", msg.clone()),
                     )?;
+                    states.insert(t.name.clone(), TargetState::Skipped);
                     continue;
                 }
-                let ready = t
-                    .after
-                    .iter()
-                    .all(|d| !state.contains_key(d.as_str()) || state.get(d.as_str()) == Some(&TargetState::Succeeded));
+                let ready = t.after.iter().all(|d| {
+                    !states.contains_key(d.as_str()) || states.get(d.as_str()) == Some(&TargetState::Succeeded)
+                });
                 if !ready || !fits(plan, t, &running_names, &by_name) {
                     continue;
                 }
@@ -342,6 +356,7 @@ async fn schedule(
                     NewEvent::target(&t.name, "target_started", format!("started `{}`", t.name)),
                 )?;
                 running_names.push(t.name.clone());
+                states.insert(t.name.clone(), TargetState::Running);
                 let (sh, name) = (shared.clone(), t.name.clone());
                 running.spawn(async move {
                     let flow = run_target(&sh, &name).await;
@@ -359,7 +374,8 @@ async fn schedule(
                     Err(e) => return Err(EngineError::Other(format!("a target task failed: {e}"))),
                 };
                 running_names.retain(|n| n != &name);
-                finish_target(shared, &name, flow?)?;
+                let end = finish_target(shared, &name, flow?)?;
+                states.insert(name, end);
             }
             _ = tokio::time::sleep(POLL) => {}
         }
@@ -560,14 +576,17 @@ struct WavesSeen {
 
 /// The highest wave whose targets may start, or None once a wave failed
 /// (more than max_fail_percent of it failed): no new target starts then.
-fn wave_gate(shared: &Shared, waves: &[usize], seen: &mut WavesSeen) -> Result<Option<usize>, EngineError> {
+fn wave_gate(
+    shared: &Shared,
+    waves: &[usize],
+    states: &HashMap<String, TargetState>,
+    seen: &mut WavesSeen,
+) -> Result<Option<usize>, EngineError> {
     let Some(&last) = waves.iter().max() else { return Ok(Some(0)) };
     if seen.failed.is_some() {
         return Ok(None);
     }
-    let targets = shared.store().targets(&shared.run_id)?;
-    let state_of =
-        |i: usize| shared.plan.targets.get(i).and_then(|t| targets.iter().find(|r| r.name == t.name)).map(|r| r.state);
+    let state_of = |i: usize| shared.plan.targets.get(i).and_then(|t| states.get(&t.name)).copied();
     for w in 0..=last {
         let members: Vec<usize> = (0..waves.len()).filter(|i| waves[*i] == w).collect();
         let settled = members.iter().all(|i| {
@@ -692,7 +711,7 @@ fn handle_request(shared: &Arc<Shared>, abort_tx: &watch::Sender<bool>, req: &Re
     Ok(())
 }
 
-fn finish_target(shared: &Shared, name: &str, flow: Flow) -> Result<(), EngineError> {
+fn finish_target(shared: &Shared, name: &str, flow: Flow) -> Result<TargetState, EngineError> {
     let store = shared.store();
     let (state, kind, msg) = match flow {
         Flow::Ok => {
@@ -715,7 +734,8 @@ fn finish_target(shared: &Shared, name: &str, flow: Flow) -> Result<(), EngineEr
         state,
         Some(&msg),
         NewEvent::target(name, kind, msg.clone()).with_data(json!({ "state": state })),
-    )
+    )?;
+    Ok(state)
 }
 
 fn final_state(shared: &Shared, aborted: bool, paused: bool) -> Result<RunState, EngineError> {
