@@ -311,10 +311,14 @@ async fn schedule(
             }
         }
         let open_wave = wave_gate(shared, &waves, &states, &mut waves_seen)?;
-        if !aborting && !pausing {
+        let full = running_names.len() >= plan.concurrency.limit as usize;
+        if !aborting && !pausing && !full {
             let pending: Vec<&Target> =
                 plan.targets.iter().filter(|t| states.get(&t.name) == Some(&TargetState::Pending)).collect();
             for t in pending {
+                if running_names.len() >= plan.concurrency.limit as usize {
+                    break;
+                }
                 if running_names.contains(&t.name) {
                     continue;
                 }

@@ -52,7 +52,15 @@ pub struct CheckRunner {
     secrets: Arc<BTreeMap<String, String>>,
     states: Arc<Mutex<BTreeMap<Key, Entry>>>,
     phase: Arc<RwLock<Option<String>>>,
+    dirty: Arc<Mutex<BTreeMap<Key, Value>>>,
     tasks: JoinSet<()>,
+}
+
+impl Drop for CheckRunner {
+    fn drop(&mut self) {
+        // The last readings are kept for the record.
+        let _ = self.handle().flush();
+    }
 }
 
 fn timing(c: &Check) -> Timing {
@@ -74,8 +82,17 @@ impl CheckRunner {
             secrets,
             states: Arc::default(),
             phase: Arc::default(),
+            dirty: Arc::default(),
             tasks: JoinSet::new(),
         };
+        let flusher = r.handle();
+        r.tasks.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                // A busy store is tried again at the next second.
+                let _ = flusher.flush();
+            }
+        });
         let http = reqwest::Client::builder()
             .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
@@ -121,6 +138,7 @@ impl CheckRunner {
             secrets: self.secrets.clone(),
             states: self.states.clone(),
             phase: self.phase.clone(),
+            dirty: self.dirty.clone(),
         }
     }
 
@@ -197,9 +215,22 @@ struct Handle {
     secrets: Arc<BTreeMap<String, String>>,
     states: Arc<Mutex<BTreeMap<Key, Entry>>>,
     phase: Arc<RwLock<Option<String>>>,
+    dirty: Arc<Mutex<BTreeMap<Key, Value>>>,
 }
 
 impl Handle {
+    /// Writes the readings that changed no status since the last flush.
+    fn flush(&self) -> Result<(), crate::EngineError> {
+        let batch = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, Option<String>, Value)> =
+            batch.into_iter().map(|((c, t), v)| (c, (!t.is_empty()).then_some(t), v)).collect();
+        self.engine.store().put_check_results(&self.run_id, &rows)?;
+        Ok(())
+    }
+
     fn phase(&self) -> Option<String> {
         self.phase.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -269,11 +300,23 @@ impl Handle {
             }
         });
         let result = serde_json::to_value(&view).unwrap_or(Value::Null);
-        let event = event.map(|e| self.engine.redacted(e));
-        if let Some(ev) =
-            self.engine.store().put_check_result(&self.run_id, &view.check, target, &result, event.as_ref())?
-        {
-            self.engine.publish(&ev);
+        match event {
+            // A change of status is a transition: recorded at once, with its event.
+            Some(e) => {
+                // An older pending reading must not overwrite this one at the next flush.
+                self.dirty.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+                let e = self.engine.redacted(e);
+                if let Some(ev) =
+                    self.engine.store().put_check_result(&self.run_id, &view.check, target, &result, Some(&e))?
+                {
+                    self.engine.publish(&ev);
+                }
+            }
+            // A new value with the same status waits for the next flush: one
+            // transaction a second for every check, not one per reading.
+            None => {
+                self.dirty.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), result);
+            }
         }
         Ok(())
     }

@@ -87,6 +87,8 @@ pub trait Store: Send + Sync {
         event: Option<&NewEvent>,
     ) -> Result<Option<Event>>;
     fn check_results(&self, run: &str) -> Result<Vec<serde_json::Value>>;
+    /// Many check results in one transaction (readings that changed no status).
+    fn put_check_results(&self, run: &str, rows: &[(String, Option<String>, serde_json::Value)]) -> Result<()>;
     /// An operator's tick of a manual check, with its event.
     fn add_tick(&self, run: &str, tick: &Tick, event: &NewEvent) -> Result<Event>;
     fn ticks(&self, run: &str, after: i64) -> Result<Vec<Tick>>;

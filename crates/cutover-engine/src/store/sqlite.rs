@@ -519,6 +519,24 @@ impl Store for SqliteStore {
         Ok(ev)
     }
 
+    fn put_check_results(&self, run: &str, rows: &[(String, Option<String>, serde_json::Value)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.classify(e))?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO check_results (run_id, check_name, target, result_json) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (run_id, check_name, target) DO UPDATE SET result_json = excluded.result_json",
+                )
+                .map_err(|e| self.classify(e))?;
+            for (check, target, v) in rows {
+                st.execute(params![run, check, target.as_deref().unwrap_or(""), v.to_string()])
+                    .map_err(|e| self.classify(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.classify(e))
+    }
+
     fn check_results(&self, run: &str) -> Result<Vec<serde_json::Value>> {
         self.all(
             "SELECT result_json FROM check_results WHERE run_id = ?1 ORDER BY check_name, target",
