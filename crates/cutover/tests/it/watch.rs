@@ -199,3 +199,114 @@ fn the_pix_watch_example_runs_end_to_end() {
         "the expectation flipped at reopening: {err}"
     );
 }
+
+/// Every check kind against real peers: a Prometheus-style HTTP API on
+/// loopback, open and closed TCP ports, PostgreSQL presets, a log followed
+/// from a command's output. The watch completes once all of them are ok.
+#[test]
+fn every_check_kind_reads_a_real_source() {
+    let pg = cutover_testkit::shared(15);
+    let db = cutover_testkit::unique_db_name("kinds");
+    let dsn = pg.create_database(&db).expect("db");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async move {
+            let app = Router::new().route(
+                "/api/v1/query",
+                get(|q: axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                    let ok = q.get("query").map(String::as_str) == Some("sum(rate(errors[1m]))");
+                    axum::Json(serde_json::json!({
+                        "status": if ok { "success" } else { "error" },
+                        "error": "unexpected query",
+                        "data": { "resultType": "vector", "result": [ { "metric": {}, "value": [1700000000.0, "42.5"] } ] }
+                    }))
+                }),
+            );
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            tx.send(l.local_addr().expect("addr")).expect("send");
+            axum::serve(l, app).await.expect("serve");
+        });
+    });
+    let addr = rx.recv().expect("addr");
+    let w = Work::new();
+    let names = ["prom", "tcp-open", "tcp-closed", "locks", "longtx", "lag", "copy", "index", "cmd-log"];
+    w.write(
+        "kinds.toml",
+        &format!(
+            r#"name = "kinds"
+[vars]
+dsn = "{dsn}"
+[[checks]]
+name = "prom"
+kind = "prometheus"
+url = "http://{addr}"
+query = "sum(rate(errors[1m]))"
+interval = "300ms"
+ok = "value == 42.5"
+[[checks]]
+name = "tcp-open"
+kind = "tcp"
+address = "{addr}"
+interval = "300ms"
+[[checks]]
+name = "tcp-closed"
+kind = "tcp"
+address = "127.0.0.1:1"
+interval = "300ms"
+ok = "value == false"
+[[checks]]
+name = "locks"
+kind = "sql"
+preset = "blocking_locks"
+interval = "300ms"
+range = {{ max = 0 }}
+[[checks]]
+name = "longtx"
+kind = "sql"
+preset = "long_transactions"
+interval = "300ms"
+ok = "value < 3600.0"
+[[checks]]
+name = "lag"
+kind = "sql"
+preset = "replication_lag"
+interval = "300ms"
+range = {{ max = 10 }}
+[[checks]]
+name = "copy"
+kind = "sql"
+preset = "progress_copy"
+interval = "300ms"
+ok = "value.unit == 'bytes' && value.done >= 0"
+[[checks]]
+name = "index"
+kind = "sql"
+preset = "progress_create_index"
+interval = "300ms"
+ok = "value.unit == 'blocks'"
+[[checks]]
+name = "cmd-log"
+kind = "log"
+command = "printf 'copy - In progress\nalive\n'; sleep 20"
+steps = {{ copy = "^copy - " }}
+heartbeat = "^alive$"
+interval = "300ms"
+ok = "value == 'copy' && alive"
+[[phases]]
+name = "all"
+checks = {names:?}
+"#
+        ),
+    );
+    let o = w.cmd(&["watch", "kinds.toml", "--output", "json"]).output().expect("watch");
+    assert_eq!(code(&o), 0, "{}\n{}", text(&o.stdout), text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    for n in names {
+        let c =
+            v["checks"].as_array().and_then(|a| a.iter().find(|c| c["check"] == n)).unwrap_or_else(|| panic!("no {n}"));
+        assert_eq!(c["status"], "ok", "{n}: {c}");
+    }
+    let prom = v["checks"].as_array().and_then(|a| a.iter().find(|c| c["check"] == "prom")).expect("prom");
+    assert_eq!(prom["value"], 42.5);
+}
