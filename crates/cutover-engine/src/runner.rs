@@ -512,11 +512,14 @@ async fn hold_gate(
         };
         if pass {
             if waited {
-                shared.emit(NewEvent::target(
-                    &target,
-                    done_kind,
-                    format!("{what} of phase `{}`: {} — going on", phase.name, g.source),
-                ))?;
+                shared.emit(
+                    NewEvent::target(
+                        &target,
+                        done_kind,
+                        format!("{what} of phase `{}`: {} — going on", phase.name, g.source),
+                    )
+                    .with_data(json!({ "gate": g.source, "phase": phase.name })),
+                )?;
             }
             return Ok(Flow::Ok);
         }

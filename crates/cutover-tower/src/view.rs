@@ -41,6 +41,10 @@ pub struct RunDetail {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PhaseTile {
+    /// The phase's gates, as written ("pause when …").
+    pub gates: Vec<String>,
+    /// Targets held at one of its gates now, and why.
+    pub held: Vec<String>,
     pub name: String,
     /// green, amber, red or grey.
     pub colour: &'static str,
@@ -248,6 +252,23 @@ fn step_progress(
     ))
 }
 
+/// Targets whose latest gate event in `phase` says they wait or are throttled.
+fn held_at(events: &[Event], phase: &str) -> Vec<String> {
+    let mut last: BTreeMap<&str, &Event> = BTreeMap::new();
+    for e in events.iter().filter(|e| {
+        matches!(e.kind.as_str(), "gate_waiting" | "gate_passed" | "target_throttled" | "throttle_cleared")
+            && e.data["phase"] == phase
+    }) {
+        if let Some(t) = e.target.as_deref() {
+            last.insert(t, e);
+        }
+    }
+    last.into_iter()
+        .filter(|(_, e)| matches!(e.kind.as_str(), "gate_waiting" | "target_throttled") && e.data["phase"] == phase)
+        .map(|(t, e)| format!("{t}: {}", e.message))
+        .collect()
+}
+
 /// Phases in order, red until green. A watched run says from its events
 /// which phases completed; a driven run from where its targets are.
 fn phase_tiles(
@@ -304,7 +325,58 @@ fn phase_tiles(
                 };
                 (colour, format!("{done}/{total} done, {inside} in progress"), done)
             };
-            PhaseTile { name: p.name.clone(), colour, state, done, total, checks: p.checks.clone() }
+            let g = &p.gates;
+            let gates = [
+                ("proceed when", &g.proceed_when),
+                ("pause when", &g.pause_when),
+                ("roll back when", &g.rollback_when),
+                ("abort when", &g.abort_when),
+            ]
+            .into_iter()
+            .filter_map(|(what, e)| e.as_ref().map(|e| format!("{what} {}", e.source)))
+            .collect();
+            let held = held_at(events, &p.name);
+            let colour = if !held.is_empty() && colour == "grey" { "amber" } else { colour };
+            PhaseTile { gates, held, name: p.name.clone(), colour, state, done, total, checks: p.checks.clone() }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(id: i64, kind: &str, target: &str, phase: &str, message: &str) -> Event {
+        Event {
+            id,
+            run_id: "r".into(),
+            ts: "2026-01-01T00:00:00Z".into(),
+            target: Some(target.into()),
+            step: None,
+            kind: kind.into(),
+            message: message.into(),
+            data: json!({ "phase": phase }),
+        }
+    }
+
+    #[test]
+    fn a_target_is_held_until_its_gate_clears() {
+        let events = vec![
+            ev(1, "target_throttled", "a", "copy", "throttled: checks.lag.value > 10"),
+            ev(2, "target_throttled", "b", "copy", "throttled: checks.lag.value > 10"),
+            ev(3, "throttle_cleared", "b", "copy", "going on"),
+            ev(4, "gate_waiting", "c", "verify", "waiting"),
+        ];
+        assert_eq!(held_at(&events, "copy"), ["a: throttled: checks.lag.value > 10"]);
+        assert_eq!(held_at(&events, "verify"), ["c: waiting"]);
+    }
+
+    #[test]
+    fn statuses_have_colours_and_stale_is_never_green() {
+        assert_eq!(colour(Status::Ok), "green");
+        assert_eq!(colour(Status::Stale), "red");
+        assert_eq!(colour(Status::Error), "red");
+        assert_eq!(colour(Status::Pending), "amber");
+    }
 }
