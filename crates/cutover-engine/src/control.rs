@@ -195,6 +195,63 @@ command = "true"
     }
 }
 
+/// Approves an approve step, for one target or for every target waiting at
+/// it now (a target that reaches the step later waits for its own approval).
+/// Recorded with who, in one transaction with its event.
+pub fn approve(
+    engine: &crate::Engine,
+    run: &str,
+    step: &str,
+    target: Option<&str>,
+    actor: &str,
+    note: Option<&str>,
+) -> Result<Result<Vec<String>, String>, crate::EngineError> {
+    let store = engine.store();
+    let rec = store.run(run)?;
+    let plan = engine.load_plan(&rec)?;
+    match plan.step(step) {
+        Some(s) if matches!(s.kind, StepKind::Approve(_)) => {}
+        Some(s) => return Ok(Err(format!("step `{step}` is a {} step, not an approve step", s.kind.name()))),
+        None => return Ok(Err(format!("plan `{}` has no step `{step}`", plan.name))),
+    }
+    let targets: Vec<String> = match target {
+        Some(t) => {
+            store.target(run, t)?;
+            vec![t.to_string()]
+        }
+        None => store
+            .all_steps(run)?
+            .into_iter()
+            .filter(|r| r.step == step && r.state == StepState::Running)
+            .map(|r| r.target)
+            .collect(),
+    };
+    if targets.is_empty() {
+        return Ok(Err(format!(
+            "no target is waiting at step `{step}`; name one with --target to approve it in advance"
+        )));
+    }
+    for t in &targets {
+        let a = Approval {
+            step: step.to_string(),
+            target: Some(t.clone()),
+            actor: actor.to_string(),
+            note: note.map(str::to_string),
+            at: now(),
+        };
+        let ev = NewEvent::step(
+            t,
+            step,
+            "approved",
+            format!("{actor} approved step `{step}` for `{t}`{}", note.map(|n| format!(": {n}")).unwrap_or_default()),
+        )
+        .with_data(serde_json::json!({ "step": step, "target": t, "actor": actor, "note": note }));
+        let e = store.add_approval(run, &a, &engine.redacted(ev))?;
+        engine.publish(&e);
+    }
+    Ok(Ok(targets))
+}
+
 /// What became of an operator's action.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

@@ -139,6 +139,12 @@ pub async fn drive(
     if matches!(rec.state, RunState::Succeeded | RunState::Aborted) {
         return Err(EngineError::Ended { run: run_id.to_string(), state: rec.state });
     }
+    // A watched run has no steps to drive: watching again starts a new run.
+    if engine.store().events(run_id, 0)?.iter().take(4).any(|e| e.kind == "watch_started") {
+        return Err(EngineError::Other(format!(
+            "run {run_id} is a watch, not a run to drive: watch again with `cutover watch PLAN`"
+        )));
+    }
     let lease = LeaseGuard::acquire(engine, run_id).await?;
     let plan = engine.load_plan(&rec)?;
     for t in &plan.targets {
@@ -231,6 +237,7 @@ async fn schedule(
     let waves = shared.plan.wave_of();
     let mut waves_seen = WavesSeen::default();
     let mut last_abort_check = 0i64;
+    let mut abort_errors: Vec<String> = vec![];
     let store = shared.store();
     let run_id = shared.run_id.as_str();
     let plan = &shared.plan;
@@ -302,7 +309,7 @@ async fn schedule(
         }
         if !aborting && now_ms() - last_abort_check >= 1000 {
             last_abort_check = now_ms();
-            if let Some(why) = abort_gate(shared)? {
+            if let Some(why) = abort_gate(shared, &mut abort_errors)? {
                 shared.emit(
                     NewEvent::run("gate_abort", format!("abort_when held: {why}")).with_data(json!({ "gate": why })),
                 )?;
@@ -548,7 +555,7 @@ fn phase_started(phase: &cutover_plan::Phase, tc: &TargetCtx<'_>) -> bool {
 }
 
 /// The first phase whose abort_when holds while unfinished targets are in it.
-fn abort_gate(shared: &Shared) -> Result<Option<String>, EngineError> {
+fn abort_gate(shared: &Shared, errors_seen: &mut Vec<String>) -> Result<Option<String>, EngineError> {
     let gated: Vec<&cutover_plan::Phase> = shared.plan.phases.iter().filter(|p| p.gates.abort_when.is_some()).collect();
     if gated.is_empty() {
         return Ok(None);
@@ -564,12 +571,23 @@ fn abort_gate(shared: &Shared) -> Result<Option<String>, EngineError> {
             continue;
         }
         if let Some(o) = ctx.as_object_mut() {
-            o.insert("phase".into(), json!(p.name));
+            o.insert("phase".into(), json!({ "name": p.name }));
         }
-        if let Some(g) = &p.gates.abort_when
-            && let GateValue::Holds = eval_gate(g, &ctx)
-        {
-            return Ok(Some(format!("phase `{}`: {}", p.name, g.source)));
+        if let Some(g) = &p.gates.abort_when {
+            match eval_gate(g, &ctx) {
+                GateValue::Holds => return Ok(Some(format!("phase `{}`: {}", p.name, g.source))),
+                GateValue::Error(e) if !errors_seen.contains(&e) => {
+                    shared.emit(
+                        NewEvent::run(
+                            "gate_error",
+                            format!("abort_when of phase `{}` cannot be evaluated: {e}", p.name),
+                        )
+                        .with_data(json!({ "gate": g.source })),
+                    )?;
+                    errors_seen.push(e);
+                }
+                _ => {}
+            }
         }
     }
     Ok(None)
@@ -1050,9 +1068,19 @@ fn run_step<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, step: &'a St
             && !open_block
             && let Some(phase) = shared.plan.phases.iter().find(|p| p.name == tc.phase)
         {
-            if let Some(g) = &phase.gates.rollback_when
-                && let GateValue::Holds = eval_gate(g, &gate_ctx(shared, tc))
-            {
+            let verdict = phase.gates.rollback_when.as_ref().map(|g| (g, eval_gate(g, &gate_ctx(shared, tc))));
+            if let Some((g, GateValue::Error(e))) = &verdict {
+                shared.emit(
+                    NewEvent::step(
+                        &target,
+                        &step.name,
+                        "gate_error",
+                        format!("rollback_when of phase `{}` cannot be evaluated: {e}", phase.name),
+                    )
+                    .with_data(json!({ "gate": g.source })),
+                )?;
+            }
+            if let Some((g, GateValue::Holds)) = verdict {
                 let msg =
                     format!("rollback_when of phase `{}` held before step `{}`: {}", phase.name, step.name, g.source);
                 shared.emit(

@@ -275,7 +275,9 @@ impl Builder<'_> {
             },
             interval,
             timeout: self.duration(node, "timeout").unwrap_or(Duration::from_secs(5)),
-            stale_after: self.duration(node, "stale_after").unwrap_or(interval * 3),
+            // Three intervals, but never under 5 s: readings that change no
+            // status are written once a second.
+            stale_after: self.duration(node, "stale_after").unwrap_or((interval * 3).max(Duration::from_secs(5))),
             href: self.template(node, "href"),
             conditions: self.conditions(node),
             expect: node

@@ -243,10 +243,15 @@ fn check_ref(
 }
 
 fn check_template(t: &Template, refs: &Refs<'_>, diags: &mut Diagnostics) {
+    check_template_in(t, TEMPLATE_ROOTS, refs, diags);
+}
+
+/// A template that may read only `roots`.
+fn check_template_in(t: &Template, roots: &[&str], refs: &Refs<'_>, diags: &mut Diagnostics) {
     match template::references(&t.source) {
         Ok(found) => {
             for (root, field) in found {
-                check_ref(&t.pos, &root, field.as_deref(), TEMPLATE_ROOTS, Some(refs), diags);
+                check_ref(&t.pos, &root, field.as_deref(), roots, Some(refs), diags);
             }
         }
         Err(e) => diags.push(
@@ -294,8 +299,12 @@ fn check_gates(plan: &Plan, phase: &Phase, secrets: &BTreeSet<String>, earlier: 
     for e in [&g.proceed_when, &g.pause_when, &g.rollback_when].into_iter().flatten() {
         compile(e, GATE_ROOTS, Some(&refs), diags);
     }
-    // abort_when acts on the whole run: it reads no single target.
+    // abort_when acts on the whole run: it reads no single target, so only
+    // run-scoped checks.
     if let Some(e) = &g.abort_when {
+        let run_checks: Vec<String> =
+            plan.checks.iter().filter(|c| c.scope == CheckScope::Run).map(|c| c.name.clone()).collect();
+        let refs = Refs { checks: Some(&run_checks), ..refs };
         compile(e, &["checks", "progress", "run", "phase"], Some(&refs), diags);
     }
 }
@@ -311,9 +320,42 @@ pub fn notify(plan: &Plan, diags: &mut Diagnostics) {
         pos: Pos::default(),
     }];
     let refs = Refs { earlier_steps: &[], checks: None, secrets: &secrets, targets: &run_scope, plan_vars: &plan.vars };
+    let roots = ["vars", "secrets", "plan", "run"];
     for n in &plan.notify {
-        check_template(&n.url, &refs, diags);
-        n.headers.values().for_each(|t| check_template(t, &refs, diags));
+        check_template_in(&n.url, &roots, &refs, diags);
+        n.headers.values().for_each(|t| check_template_in(t, &roots, &refs, diags));
+    }
+}
+
+/// Approve steps wait for people: not in finally, rollback or probe steps,
+/// which run on the way out (or at every check of a wait).
+pub fn approve_places(plan: &Plan, diags: &mut Diagnostics) {
+    let mut out: Vec<&Step> = vec![];
+    for p in &plan.phases {
+        for s in &p.rollback {
+            s.walk(&mut |x| out.push(x));
+        }
+        for s in &p.steps {
+            s.walk(&mut |x| match &x.kind {
+                StepKind::Block(b) => b.finally.iter().for_each(|f| f.walk(&mut |y| out.push(y))),
+                StepKind::Wait(w) => {
+                    if let Some(p) = &w.probe {
+                        out.push(p);
+                    }
+                }
+                _ => {}
+            });
+        }
+    }
+    for s in out.into_iter().filter(|s| matches!(s.kind, StepKind::Approve(_))) {
+        diags.push(Diagnostic::new(
+            s.pos.clone(),
+            "approve-place",
+            format!(
+                "approve step `{}` cannot be a finally, rollback or probe step: those run without waiting for people",
+                s.name
+            ),
+        ));
     }
 }
 
@@ -569,8 +611,11 @@ pub fn secrets(defs: &[SecretDef], diags: &mut Diagnostics) {
 const RUN_SCOPE: &str = "(run scope)";
 
 /// What a check's conditions may read, besides `value`.
-fn check_roots(kind: &CheckKind) -> Vec<&'static str> {
-    let mut roots = vec!["value", "name", "target", "labels", "vars", "phase"];
+fn check_roots(kind: &CheckKind, scope: CheckScope) -> Vec<&'static str> {
+    let mut roots = vec!["value", "vars", "phase"];
+    if scope == CheckScope::Target {
+        roots.extend(["name", "target", "labels"]);
+    }
     roots.extend(match kind {
         CheckKind::Http { .. } => &["http_status", "body"][..],
         CheckKind::Command { .. } => &["exit_code", "stdout"][..],
@@ -607,7 +652,12 @@ pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
             CheckScope::Target => &plan.targets,
         };
         let refs = Refs { earlier_steps: &[], checks: None, secrets: &secrets, targets, plan_vars: &plan.vars };
-        let roots = check_roots(&c.kind);
+        let roots = check_roots(&c.kind, c.scope);
+        // What a check's templates see at run time.
+        let troots: &[&str] = match c.scope {
+            CheckScope::Run => &["vars", "secrets", "phase"],
+            CheckScope::Target => &["vars", "secrets", "phase", "name", "target", "labels"],
+        };
         let all_conditions = std::iter::once((None, &c.conditions)).chain(c.expect.iter().map(|(p, x)| (Some(p), x)));
         for (phase, cond) in all_conditions {
             for e in [&cond.ok, &cond.warn, &cond.alarm].into_iter().flatten() {
@@ -628,7 +678,7 @@ pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
             }
         }
         if let Some(h) = &c.href {
-            check_template(h, &refs, diags);
+            check_template_in(h, troots, &refs, diags);
         }
         let regex = |r: &str, what: &str, diags: &mut Diagnostics| {
             if let Err(e) = regex::Regex::new(r) {
@@ -641,15 +691,15 @@ pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
         };
         match &c.kind {
             CheckKind::Http { url, headers, body_regex, .. } => {
-                check_template(url, &refs, diags);
-                headers.values().for_each(|t| check_template(t, &refs, diags));
+                check_template_in(url, troots, &refs, diags);
+                headers.values().for_each(|t| check_template_in(t, troots, &refs, diags));
                 if let Some(r) = body_regex {
                     regex(r, "`body_regex`", diags);
                 }
             }
             CheckKind::Sql { dsn, query, params, preset } => {
-                check_template(dsn, &refs, diags);
-                params.iter().for_each(|t| check_template(t, &refs, diags));
+                check_template_in(dsn, troots, &refs, diags);
+                params.iter().for_each(|t| check_template_in(t, troots, &refs, diags));
                 match (query, preset) {
                     (Some(q), None) => {
                         if max_placeholder(q) != params.len() {
@@ -667,15 +717,15 @@ pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
                     ),
                 }
             }
-            CheckKind::Tcp { address } => check_template(address, &refs, diags),
+            CheckKind::Tcp { address } => check_template_in(address, troots, &refs, diags),
             CheckKind::Command { command, env } => {
                 match command {
-                    Command::Shell(t) => check_template(t, &refs, diags),
-                    Command::Argv(v) => v.iter().for_each(|t| check_template(t, &refs, diags)),
+                    Command::Shell(t) => check_template_in(t, troots, &refs, diags),
+                    Command::Argv(v) => v.iter().for_each(|t| check_template_in(t, troots, &refs, diags)),
                 }
-                env.values().for_each(|t| check_template(t, &refs, diags));
+                env.values().for_each(|t| check_template_in(t, troots, &refs, diags));
             }
-            CheckKind::Prometheus { url, .. } => check_template(url, &refs, diags),
+            CheckKind::Prometheus { url, .. } => check_template_in(url, troots, &refs, diags),
             CheckKind::Log { file, command, steps, heartbeat, .. } => {
                 if file.is_some() == command.is_some() {
                     diags.push(Diagnostic::new(
@@ -685,7 +735,7 @@ pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
                     ));
                 }
                 if let Some(f) = file {
-                    check_template(f, &refs, diags);
+                    check_template_in(f, troots, &refs, diags);
                 }
                 for (step, r) in steps {
                     regex(r, &format!("step `{step}`"), diags);

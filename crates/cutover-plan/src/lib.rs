@@ -114,6 +114,7 @@ pub fn load_str(path: &str, text: &str, dir: &Path, targets: Option<Vec<Target>>
     check::checks(&plan, &mut diags);
     check::waves(&plan, &mut diags);
     check::notify(&plan, &mut diags);
+    check::approve_places(&plan, &mut diags);
     for w in root.get("waves").and_then(tree::Node::as_array).unwrap_or_default() {
         if let Some(text) = w.as_str()
             && text.trim().strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok()).is_none()

@@ -105,7 +105,7 @@ pub static STEP_COMMON: &[Field] = &[
     f(
         "idempotent",
         &BOOL,
-        "Whether the step may be re-run after a crash left it in flight (default: true for sql in one transaction, wait and block; false for exec and http).",
+        "Whether the step may be re-run after a crash left it in flight (default: true for sql in one transaction, wait, approve and block; false for exec and http).",
     ),
 ];
 
@@ -222,7 +222,11 @@ pub static CHECK_COMMON: &[Field] = &[
     f("scope", &CHECK_SCOPE, "\"run\" (one result for the run, default) or \"target\" (one result per target)."),
     f("interval", &DURATION, "Time between probes (default \"5s\")."),
     f("timeout", &DURATION, "Longest time one probe may take (default \"5s\")."),
-    f("stale_after", &DURATION, "A result older than this is stale, never ok (default: 3 intervals)."),
+    f(
+        "stale_after",
+        &DURATION,
+        "A result older than this is stale, never ok (default: 3 intervals, at least 5s); manual checks are never stale.",
+    ),
     f("href", &TEMPLATE, "A link to the check's source (a dashboard, a log), shown in the tower."),
     f("ok", &EXPR, "CEL over `value`: the check is ok when it holds."),
     f("warn", &EXPR, "CEL over `value`: the check warns when it holds (and alarm does not)."),

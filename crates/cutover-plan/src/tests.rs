@@ -204,7 +204,7 @@ fn invalid_plans_are_reported_at_their_position() {
         (
             "[[checks]]\nname = \"c\"\nkind = \"http\"\nurl = \"http://127.0.0.1/\"\nok = \"exit_code == 0\"\n[[phases]]\nname = \"x\"\n",
             &[
-                "9:7 unknown-variable: unknown variable `exit_code` (expected one of: value, name, target, labels, vars, phase, http_status, body)",
+                "9:7 unknown-variable: unknown variable `exit_code` (expected one of: value, vars, phase, http_status, body)",
             ],
         ),
         // 30. Expectations for a phase the plan does not have.

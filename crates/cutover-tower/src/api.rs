@@ -258,3 +258,26 @@ pub async fn tick(
     t.engine.publish(&e);
     Ok(Json(json!({ "run": run, "check": check, "ok": body.ok, "by": who })))
 }
+
+#[derive(Deserialize, Default)]
+pub struct ApproveBody {
+    pub target: Option<String>,
+    pub note: Option<String>,
+}
+
+pub async fn approve(
+    State(t): State<Tower>,
+    Path((run, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    conn: Conn,
+    body: Option<Json<ApproveBody>>,
+) -> Result<Json<Value>, AppError> {
+    authorize(&t, &headers)?;
+    let who = origin(&headers, &conn);
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    match cutover_engine::control::approve(&t.engine, &run, &step, body.target.as_deref(), &who, body.note.as_deref())?
+    {
+        Ok(targets) => Ok(Json(json!({ "run": run, "step": step, "approved": targets, "by": who }))),
+        Err(why) => Err(AppError::new(StatusCode::CONFLICT, why)),
+    }
+}

@@ -68,6 +68,7 @@ pub fn app(tower: Tower) -> Router {
         .route("/api/runs/{run}/{action}", post(api::act))
         .route("/api/runs/{run}/targets/{target}/{action}", post(api::act_target))
         .route("/api/runs/{run}/checks/{check}/tick", post(api::tick))
+        .route("/api/runs/{run}/steps/{step}/approve", post(api::approve))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(tower)

@@ -67,9 +67,9 @@ pub async fn metrics(
     }
     let _ =
         writeln!(out, "# HELP cutover_check_status 1 for the status a check shows.\n# TYPE cutover_check_status gauge");
-    let _ = writeln!(
-        out,
-        "# HELP cutover_check_value The latest numeric value of a check.\n# TYPE cutover_check_value gauge"
+    // Each family's samples follow its own HELP and TYPE lines.
+    let mut values = String::from(
+        "# HELP cutover_check_value The latest numeric value of a check.\n# TYPE cutover_check_value gauge\n",
     );
     for d in &details {
         for c in &d.checks {
@@ -83,7 +83,7 @@ pub async fn metrics(
             );
             if let Ok(v) = c.value.parse::<f64>() {
                 let _ = writeln!(
-                    out,
+                    values,
                     "cutover_check_value{{run=\"{}\",check=\"{}\",target=\"{target}\"}} {v}",
                     esc(&d.id),
                     esc(&c.check)
@@ -91,5 +91,6 @@ pub async fn metrics(
             }
         }
     }
+    out.push_str(&values);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

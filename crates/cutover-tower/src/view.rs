@@ -154,7 +154,8 @@ pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDeta
     let checks: Vec<CheckTile> = results
         .iter()
         .map(|c| {
-            let stale = c.reading_ms.is_some_and(|t| now - t > c.stale_after_ms)
+            // Readings that change no status reach the store within a second.
+            let stale = c.reading_ms.is_some_and(|t| now - t > c.stale_after_ms + 1500)
                 && !matches!(rec.state, RunState::Succeeded | RunState::Aborted);
             let status = if stale { Status::Stale } else { c.status };
             CheckTile {

@@ -137,7 +137,18 @@ pub fn tick(
     let rec = engine.store().run(run).map_err(usage)?;
     let plan = engine.load_plan(&rec)?;
     match plan.check(check) {
-        Some(c) if matches!(c.kind, cutover_plan::CheckKind::Manual) => {}
+        Some(c) if matches!(c.kind, cutover_plan::CheckKind::Manual) => match (c.scope, &target) {
+            (cutover_plan::CheckScope::Target, None) => {
+                return Err(usage(format!("check `{check}` is ticked per target: add --target NAME")));
+            }
+            (cutover_plan::CheckScope::Target, Some(t)) => {
+                engine.store().target(run, t).map_err(usage)?;
+            }
+            (cutover_plan::CheckScope::Run, Some(_)) => {
+                return Err(usage(format!("check `{check}` is ticked for the run as a whole: drop --target")));
+            }
+            _ => {}
+        },
         Some(c) => {
             return Err(usage(format!("check `{check}` is a {} check: only manual checks are ticked", c.kind.name())));
         }
@@ -178,51 +189,20 @@ pub fn approve(
     out: Output,
 ) -> anyhow::Result<i32> {
     let engine = open_engine(state)?;
-    let rec = engine.store().run(run).map_err(usage)?;
-    let plan = engine.load_plan(&rec)?;
-    match plan.step(step) {
-        Some(s) if matches!(s.kind, cutover_plan::StepKind::Approve(_)) => {}
-        Some(s) => return Err(usage(format!("step `{step}` is a {} step, not an approve step", s.kind.name()))),
-        None => return Err(usage(format!("plan `{}` has no step `{step}`", plan.name))),
+    match cutover_engine::control::approve(&engine, run, step, target.as_deref(), &actor(), note.as_deref()) {
+        Ok(Ok(targets)) => {
+            if out == Output::Json {
+                json(&serde_json::json!({ "run": run, "step": step, "approved": targets }))?;
+            } else {
+                println!(
+                    "approved step `{step}` for {}",
+                    targets.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+                );
+            }
+            Ok(0)
+        }
+        Ok(Err(why)) => Err(usage(why)),
+        Err(e @ cutover_engine::EngineError::Store(_)) => Err(usage(e)),
+        Err(e) => Err(e.into()),
     }
-    if let Some(t) = &target {
-        engine.store().target(run, t).map_err(usage)?;
-    }
-    let e = record_approval(&engine, run, step, target, note, &actor())?;
-    if out == Output::Json {
-        json(&e)?;
-    } else {
-        println!("{}", e.message);
-    }
-    Ok(0)
-}
-
-/// The approval and its event, in one transaction.
-pub fn record_approval(
-    engine: &cutover_engine::Engine,
-    run: &str,
-    step: &str,
-    target: Option<String>,
-    note: Option<String>,
-    who: &str,
-) -> anyhow::Result<cutover_engine::model::Event> {
-    let whom = target.as_deref().map(|t| format!("`{t}`")).unwrap_or_else(|| "every target".into());
-    let a = cutover_engine::model::Approval {
-        step: step.to_string(),
-        target: target.clone(),
-        actor: who.to_string(),
-        note: note.clone(),
-        at: now(),
-    };
-    let ev = NewEvent::run(
-        "approved",
-        format!(
-            "{who} approved step `{step}` for {whom}{}",
-            note.as_deref().map(|n| format!(": {n}")).unwrap_or_default()
-        ),
-    )
-    .with_data(serde_json::json!({ "step": step, "target": target, "actor": who, "note": note }));
-    let e = engine.store().add_approval(run, &a, &engine.redacted(ev))?;
-    engine.publish(&e);
-    Ok(e)
 }

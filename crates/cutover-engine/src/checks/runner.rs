@@ -64,7 +64,9 @@ impl Drop for CheckRunner {
 }
 
 fn timing(c: &Check) -> Timing {
-    Timing { hold_for: c.hold_for, keep_for: c.keep_for, stale_after: Some(c.stale_after) }
+    // A tick holds until an operator changes it: a manual check is never stale.
+    let stale_after = (!matches!(c.kind, CheckKind::Manual)).then_some(c.stale_after);
+    Timing { hold_for: c.hold_for, keep_for: c.keep_for, stale_after }
 }
 
 impl CheckRunner {
@@ -85,6 +87,18 @@ impl CheckRunner {
             dirty: Arc::default(),
             tasks: JoinSet::new(),
         };
+        // Every check shows from the start (no data yet), a manual one with
+        // its buttons before the first tick.
+        {
+            let initial: Vec<(String, Option<String>, Value)> = r
+                .lock()
+                .values()
+                .map(|e| {
+                    (e.view.check.clone(), e.view.target.clone(), serde_json::to_value(&e.view).unwrap_or(Value::Null))
+                })
+                .collect();
+            let _ = engine.store().put_check_results(run_id, &initial);
+        }
         let flusher = r.handle();
         r.tasks.spawn(async move {
             loop {
@@ -245,7 +259,7 @@ impl Handle {
         };
         let mut ctx = cutover_plan::context(t.unwrap_or(&empty), &self.plan.vars, &Default::default());
         if let Some(o) = ctx.as_object_mut() {
-            o.insert("phase".into(), json!(self.phase()));
+            o.insert("phase".into(), json!({ "name": self.phase() }));
             o.insert("secrets".into(), json!(*self.secrets));
             if t.is_none() {
                 o.remove("name");

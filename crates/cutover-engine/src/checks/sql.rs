@@ -16,6 +16,7 @@ fn preset_sql(name: &str) -> Option<&'static str> {
              FROM (SELECT coalesce(application_name, '') AS application, coalesce(state, '') AS state, count(*)::int8 AS n
                    FROM pg_stat_activity
                    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND datname = current_database()
+                     AND coalesce(application_name, '') <> 'cutover'
                    GROUP BY 1, 2 ORDER BY 3 DESC) g"
         }
         // Sessions waiting on another session's lock.

@@ -218,3 +218,48 @@ fn abort_when_aborts_the_run() {
     assert_eq!(w.status(&run)["run"]["state"], "aborted");
     assert!(kinds(&w.events(&run)).contains(&"gate_abort".to_string()));
 }
+
+#[test]
+fn approve_without_a_target_approves_only_those_waiting() {
+    let w = Work::new();
+    w.write(
+        "p.toml",
+        r#"name = "approve-some"
+[[targets]]
+name = "a"
+[[phases]]
+name = "switch"
+[[phases.steps]]
+name = "maint"
+kind = "block"
+[[phases.steps.steps]]
+name = "work"
+kind = "exec"
+command = "true"
+[[phases.steps.finally]]
+name = "go-back"
+kind = "approve"
+"#,
+    );
+    // An approve step cannot be a finally step.
+    let o = w.run(&["validate", "p.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("error[approve-place]"), "{}", text(&o.stderr));
+    w.write("p.toml", "name = \"approve-some\"\n[[targets]]\nname = \"a\"\n[[phases]]\nname = \"switch\"\n[[phases.steps]]\nname = \"go\"\nkind = \"approve\"\n");
+    let mut child = w.spawn(&["run", "p.toml"]);
+    wait_until(20, "the approval request", || {
+        w.state().exists()
+            && w.json(&["runs"]).as_array().is_some_and(|a| !a.is_empty())
+            && kinds(&w.events(&w.run_id())).contains(&"approval_needed".to_string())
+    });
+    let run = w.run_id();
+    let o = w.run(&["approve", &run, "go", "--output", "json"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(j["approved"], serde_json::json!(["a"]));
+    assert_eq!(wait_exit(&mut child, 20), 0);
+    // Nobody waits now: approving without a target is refused.
+    let o = w.run(&["approve", &run, "go"]);
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("no target is waiting at step `go`"), "{}", text(&o.stderr));
+}
