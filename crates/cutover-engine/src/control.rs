@@ -252,6 +252,59 @@ pub fn approve(
     Ok(Ok(targets))
 }
 
+/// Ticks a manual check (for a target when the check is target-scoped),
+/// recorded with who and why; a live driver or watch applies it at once.
+/// `Err(sentence)` when the tick does not fit the check.
+pub fn tick(
+    engine: &crate::Engine,
+    run: &str,
+    check: &str,
+    target: Option<&str>,
+    ok: bool,
+    actor: &str,
+    note: Option<&str>,
+) -> Result<Result<Event, String>, crate::EngineError> {
+    let store = engine.store();
+    let rec = store.run(run)?;
+    let plan = engine.load_plan(&rec)?;
+    match plan.check(check) {
+        Some(c) if matches!(c.kind, cutover_plan::CheckKind::Manual) => match (c.scope, target) {
+            (cutover_plan::CheckScope::Target, None) => {
+                return Ok(Err(format!("check `{check}` is ticked per target: name the target")));
+            }
+            (cutover_plan::CheckScope::Target, Some(t)) => {
+                store.target(run, t)?;
+            }
+            (cutover_plan::CheckScope::Run, Some(_)) => {
+                return Ok(Err(format!("check `{check}` is ticked for the run as a whole, not per target")));
+            }
+            _ => {}
+        },
+        Some(c) => {
+            return Ok(Err(format!("check `{check}` is a {} check: only manual checks are ticked", c.kind.name())));
+        }
+        None => return Ok(Err(format!("plan `{}` has no check `{check}`", plan.name))),
+    }
+    let verdict = if ok { "ok" } else { "not ok" };
+    let t = Tick {
+        id: 0,
+        check: check.to_string(),
+        target: target.map(str::to_string),
+        ok,
+        actor: actor.to_string(),
+        note: note.map(str::to_string),
+        at: now(),
+    };
+    let ev = NewEvent::run(
+        "check_ticked",
+        format!("{actor} ticked `{check}` {verdict}{}", note.map(|n| format!(": {n}")).unwrap_or_default()),
+    )
+    .with_data(serde_json::json!({ "check": check, "ok": ok, "actor": actor, "note": note, "target": target }));
+    let e = store.add_tick(run, &t, &engine.redacted(ev))?;
+    engine.publish(&e);
+    Ok(Ok(e))
+}
+
 /// What became of an operator's action.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

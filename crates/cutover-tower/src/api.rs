@@ -9,7 +9,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use cutover_engine::control::{Outcome, operate};
-use cutover_engine::model::{Action, NewEvent, Tick, now};
+use cutover_engine::model::{Action, NewEvent};
 use futures_util::stream::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -234,29 +234,19 @@ pub async fn tick(
     Json(body): Json<TickBody>,
 ) -> Result<Json<Value>, AppError> {
     authorize(&t, &headers)?;
-    let rec = t.engine.store().run(&run)?;
-    let plan = t.engine.load_plan(&rec)?;
-    match plan.check(&check) {
-        Some(c) if matches!(c.kind, cutover_plan::CheckKind::Manual) => {}
-        Some(_) => return Err(AppError::new(StatusCode::CONFLICT, format!("check `{check}` is not a manual check"))),
-        None => return Err(AppError::new(StatusCode::NOT_FOUND, format!("the plan has no check `{check}`"))),
-    }
     let who = origin(&headers, &conn);
-    let verdict = if body.ok { "ok" } else { "not ok" };
-    let tick = Tick {
-        id: 0,
-        check: check.clone(),
-        target: body.target.clone(),
-        ok: body.ok,
-        actor: who.clone(),
-        note: body.note.clone(),
-        at: now(),
-    };
-    let ev = NewEvent::run("check_ticked", format!("{who} ticked `{check}` {verdict}"))
-        .with_data(json!({ "check": check, "ok": body.ok, "actor": who, "note": body.note, "target": body.target }));
-    let e = t.engine.store().add_tick(&run, &tick, &t.engine.redacted(ev))?;
-    t.engine.publish(&e);
-    Ok(Json(json!({ "run": run, "check": check, "ok": body.ok, "by": who })))
+    match cutover_engine::control::tick(
+        &t.engine,
+        &run,
+        &check,
+        body.target.as_deref(),
+        body.ok,
+        &who,
+        body.note.as_deref(),
+    )? {
+        Ok(_) => Ok(Json(json!({ "run": run, "check": check, "ok": body.ok, "by": who }))),
+        Err(why) => Err(AppError::new(StatusCode::CONFLICT, why)),
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -4,7 +4,7 @@ use crate::cli::Output;
 use crate::output::{actor, json, usage};
 use crate::run::{open_engine, present};
 use cutover_engine::checks::runner::CheckView;
-use cutover_engine::model::{Action, NewEvent, Tick, now};
+use cutover_engine::model::Action;
 use cutover_engine::watch::WatchView;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -123,7 +123,7 @@ pub fn render(v: &WatchView) -> String {
     s
 }
 
-/// Ticks a manual check for a run (a live watch applies it at once).
+/// Ticks a manual check for a run (a live watch or run applies it at once).
 pub fn tick(
     state: &str,
     run: &str,
@@ -134,49 +134,19 @@ pub fn tick(
     out: Output,
 ) -> anyhow::Result<i32> {
     let engine = open_engine(state)?;
-    let rec = engine.store().run(run).map_err(usage)?;
-    let plan = engine.load_plan(&rec)?;
-    match plan.check(check) {
-        Some(c) if matches!(c.kind, cutover_plan::CheckKind::Manual) => match (c.scope, &target) {
-            (cutover_plan::CheckScope::Target, None) => {
-                return Err(usage(format!("check `{check}` is ticked per target: add --target NAME")));
+    match cutover_engine::control::tick(&engine, run, check, target.as_deref(), ok, &actor(), note.as_deref()) {
+        Ok(Ok(e)) => {
+            if out == Output::Json {
+                json(&e)?;
+            } else {
+                println!("`{check}` ticked {} for run {run}", if ok { "ok" } else { "not ok" });
             }
-            (cutover_plan::CheckScope::Target, Some(t)) => {
-                engine.store().target(run, t).map_err(usage)?;
-            }
-            (cutover_plan::CheckScope::Run, Some(_)) => {
-                return Err(usage(format!("check `{check}` is ticked for the run as a whole: drop --target")));
-            }
-            _ => {}
-        },
-        Some(c) => {
-            return Err(usage(format!("check `{check}` is a {} check: only manual checks are ticked", c.kind.name())));
+            Ok(0)
         }
-        None => return Err(usage(format!("plan `{}` has no check `{check}`", plan.name))),
+        Ok(Err(why)) => Err(usage(why)),
+        Err(e @ cutover_engine::EngineError::Store(_)) => Err(usage(e)),
+        Err(e) => Err(e.into()),
     }
-    let who = actor();
-    let t = Tick {
-        id: 0,
-        check: check.to_string(),
-        target: target.clone(),
-        ok,
-        actor: who.clone(),
-        note: note.clone(),
-        at: now(),
-    };
-    let verdict = if ok { "ok" } else { "not ok" };
-    let ev = NewEvent::run(
-        "check_ticked",
-        format!("{who} ticked `{check}` {verdict}{}", note.as_deref().map(|n| format!(": {n}")).unwrap_or_default()),
-    )
-    .with_data(serde_json::json!({ "check": check, "ok": ok, "actor": who, "note": note, "target": target }));
-    let e = engine.store().add_tick(run, &t, &engine.redacted(ev))?;
-    if out == Output::Json {
-        json(&e)?;
-    } else {
-        println!("`{check}` ticked {verdict} for run {run}");
-    }
-    Ok(0)
 }
 
 /// Records an approval of an approve step (the waiting step sees it at once).
