@@ -140,7 +140,7 @@ pub async fn drive(
         return Err(EngineError::Ended { run: run_id.to_string(), state: rec.state });
     }
     // A watched run has no steps to drive: watching again starts a new run.
-    if engine.store().events(run_id, 0)?.iter().take(4).any(|e| e.kind == "watch_started") {
+    if engine.store().first_events(run_id, 4)?.iter().any(|e| e.kind == "watch_started") {
         return Err(EngineError::Other(format!(
             "run {run_id} is a watch, not a run to drive: watch again with `cutover watch PLAN`"
         )));

@@ -39,15 +39,14 @@ pub fn targets(all: &[Target], diags: &mut Diagnostics) {
                 ));
             } else if !seen.contains_key(a.as_str()) {
                 let names: Vec<&str> = seen.keys().copied().collect();
-                let mut d = Diagnostic::new(
-                    t.pos.clone(),
-                    "after",
-                    format!("target `{}` comes after `{a}`, which is not a target", t.name),
+                diags.push(
+                    Diagnostic::new(
+                        t.pos.clone(),
+                        "after",
+                        format!("target `{}` comes after `{a}`, which is not a target", t.name),
+                    )
+                    .suggest(a, &names, ""),
                 );
-                if let Some(c) = closest(a, &names) {
-                    d = d.with_help(format!("did you mean `{c}`?"));
-                }
-                diags.push(d);
             }
         }
     }
@@ -171,15 +170,14 @@ fn check_ref(
     diags: &mut Diagnostics,
 ) {
     if !roots.contains(&root) {
-        let mut d = Diagnostic::new(
-            pos.clone(),
-            "unknown-variable",
-            format!("unknown variable `{root}` (expected one of: {})", roots.join(", ")),
+        diags.push(
+            Diagnostic::new(
+                pos.clone(),
+                "unknown-variable",
+                format!("unknown variable `{root}` (expected one of: {})", roots.join(", ")),
+            )
+            .suggest(root, roots, ""),
         );
-        if let Some(c) = closest(root, roots) {
-            d = d.with_help(format!("did you mean `{c}`?"));
-        }
-        diags.push(d);
         return;
     }
     let (Some(refs), Some(field)) = (refs, field) else { return };
@@ -196,15 +194,14 @@ fn check_ref(
         }
         "checks" if refs.checks.is_some_and(|c| !c.iter().any(|x| x == field)) => {
             let names: Vec<&str> = refs.checks.unwrap_or(&[]).iter().map(String::as_str).collect();
-            let mut d = Diagnostic::new(
-                pos.clone(),
-                "unknown-check",
-                format!("`checks.{field}` refers to no check of the plan"),
+            diags.push(
+                Diagnostic::new(
+                    pos.clone(),
+                    "unknown-check",
+                    format!("`checks.{field}` refers to no check of the plan"),
+                )
+                .suggest(field, &names, "checks."),
             );
-            if let Some(c) = closest(field, &names) {
-                d = d.with_help(format!("did you mean `checks.{c}`?"));
-            }
-            diags.push(d);
         }
         "secrets" if !refs.secrets.contains(field) => {
             diags.push(
@@ -666,15 +663,14 @@ pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
             if let Some(p) = phase
                 && !phase_names.contains(&p.as_str())
             {
-                let mut d = Diagnostic::new(
-                    c.pos.clone(),
-                    "unknown-phase",
-                    format!("check `{}` has expectations for phase `{p}`, which the plan does not have", c.name),
+                diags.push(
+                    Diagnostic::new(
+                        c.pos.clone(),
+                        "unknown-phase",
+                        format!("check `{}` has expectations for phase `{p}`, which the plan does not have", c.name),
+                    )
+                    .suggest(p, &phase_names, ""),
                 );
-                if let Some(s) = closest(p, &phase_names) {
-                    d = d.with_help(format!("did you mean `{s}`?"));
-                }
-                diags.push(d);
             }
         }
         if let Some(h) = &c.href {
@@ -751,15 +747,14 @@ pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
         for name in &p.checks {
             if !names.contains_key(name.as_str()) {
                 let known: Vec<&str> = names.keys().copied().collect();
-                let mut d = Diagnostic::new(
-                    p.pos.clone(),
-                    "unknown-check",
-                    format!("phase `{}` lists check `{name}`, which the plan does not declare", p.name),
+                diags.push(
+                    Diagnostic::new(
+                        p.pos.clone(),
+                        "unknown-check",
+                        format!("phase `{}` lists check `{name}`, which the plan does not declare", p.name),
+                    )
+                    .suggest(name, &known, ""),
                 );
-                if let Some(s) = closest(name, &known) {
-                    d = d.with_help(format!("did you mean `{s}`?"));
-                }
-                diags.push(d);
             }
         }
     }

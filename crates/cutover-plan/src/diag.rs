@@ -105,6 +105,14 @@ impl Diagnostic {
         self.help = Some(help.into());
         self
     }
+
+    /// Adds "did you mean `PREFIXname`?" when `word` is a likely typo of one of `names`.
+    pub fn suggest(self, word: &str, names: &[&str], prefix: &str) -> Self {
+        match crate::shape::closest(word, names) {
+            Some(c) => self.with_help(format!("did you mean `{prefix}{c}`?")),
+            None => self,
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {

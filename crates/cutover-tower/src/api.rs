@@ -101,9 +101,7 @@ pub async fn snapshot(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, AppError> {
     authorize_read(&t, &headers, &q)?;
-    let mut d = json!(view::detail(&t.engine, &run, usize::MAX)?);
-    d["checks_raw"] = json!(t.engine.store().check_results(&run)?);
-    Ok(Json(d))
+    Ok(Json(view::snapshot(&t.engine, &run)?))
 }
 
 /// Server-Sent Events: every new event of the run, as it is recorded (by

@@ -124,6 +124,14 @@ fn ms(ts: &str) -> Option<i64> {
     ts.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
 }
 
+/// The post-mortem snapshot: everything the page shows, every event, and
+/// the raw check results.
+pub fn snapshot(engine: &Engine, run: &str) -> Result<serde_json::Value, cutover_engine::EngineError> {
+    let mut d = serde_json::json!(detail(engine, run, usize::MAX)?);
+    d["checks_raw"] = serde_json::json!(engine.store().check_results(run)?);
+    Ok(d)
+}
+
 /// Everything the run page shows, at this moment.
 pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDetail, cutover_engine::EngineError> {
     let store = engine.store();

@@ -40,9 +40,7 @@ pub fn export(state: &str, run: &str, html: bool, file: Option<&Path>) -> anyhow
     let text = if html {
         cutover_tower::snapshot_html(&engine, run).map_err(|e| anyhow::anyhow!("{}", e.message))?
     } else {
-        let mut d = serde_json::to_value(cutover_tower::view::detail(&engine, run, usize::MAX)?)?;
-        d["checks_raw"] = serde_json::json!(engine.store().check_results(run)?);
-        serde_json::to_string_pretty(&d)?
+        serde_json::to_string_pretty(&cutover_tower::view::snapshot(&engine, run)?)?
     };
     match file {
         Some(f) => {

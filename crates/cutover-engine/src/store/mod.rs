@@ -65,6 +65,8 @@ pub trait Store: Send + Sync {
     fn append_event(&self, run: &str, ev: &NewEvent) -> Result<Event>;
     /// Events with an id greater than `after`, oldest first.
     fn events(&self, run: &str, after: i64) -> Result<Vec<Event>>;
+    /// The first `n` events of a run.
+    fn first_events(&self, run: &str, n: usize) -> Result<Vec<Event>>;
 
     /// Takes the run's lease if it is free, expired, or held by `lease.holder`;
     /// otherwise returns the current holder.

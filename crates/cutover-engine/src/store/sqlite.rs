@@ -455,6 +455,14 @@ impl Store for SqliteStore {
         self.all("SELECT id, run_id, ts, target, step, kind, message, data_json FROM events WHERE run_id = ?1 AND id > ?2 ORDER BY id", params![run, after], event_row)
     }
 
+    fn first_events(&self, run: &str, n: usize) -> Result<Vec<Event>> {
+        self.all(
+            "SELECT id, run_id, ts, target, step, kind, message, data_json FROM events WHERE run_id = ?1 ORDER BY id LIMIT ?2",
+            params![run, n as i64],
+            event_row,
+        )
+    }
+
     fn acquire_lease(&self, run: &str, l: &Lease) -> Result<std::result::Result<(), Lease>> {
         let mut conn = self.conn();
         let tx =
