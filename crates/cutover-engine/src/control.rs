@@ -29,6 +29,8 @@ pub fn apply(store: &dyn Store, plan: &Plan, run: &str, req: &Request) -> Result
                 let records = store.steps(run, target)?;
                 let reset = steps_to_reset(plan, &records);
                 store.delete_steps(run, target, &reset)?;
+                // A step run again asks for its approval again.
+                store.delete_approvals(run, target, &reset)?;
                 store.set_skip_requested(run, target, false)?;
                 store.set_target_state(
                     run,

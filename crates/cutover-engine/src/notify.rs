@@ -14,13 +14,22 @@ use std::time::Duration;
 /// Which group an event kind belongs to, if any.
 pub fn group(kind: &str) -> Option<&'static str> {
     Some(match kind {
-        "gate_waiting" | "gate_passed" | "target_throttled" | "throttle_cleared" | "gate_rollback" | "gate_abort"
-        | "gate_error" | "wave_passed" | "wave_failed" => "gate",
+        "gate_waiting" | "gate_passed" | "gate_failed" | "gate_inconclusive" | "target_throttled"
+        | "throttle_cleared" | "gate_rollback" | "gate_abort" | "gate_error" | "wave_passed" | "wave_failed"
+        | "wave_waiting" => "gate",
         "target_failed" | "target_rolled_back" | "target_needs_attention" => "target_failed",
         "approval_needed" => "approval_needed",
+        "phase_completed" => "phase_completed",
+        "check_status" => "check",
         "run_finished" | "watch_finished" => "run_finished",
         _ => return None,
     })
+}
+
+/// Whether a webhook wants a group: those it names, or with none named every
+/// group but `check` (every status change of every check is a lot of posts).
+pub fn wants(n: &Notify, group: &str) -> bool {
+    if n.on.is_empty() { group != "check" } else { n.on.iter().any(|o| o == group) }
 }
 
 /// Starts a task that posts matching events until the engine's channel closes
@@ -52,7 +61,7 @@ pub fn start(
                 continue;
             }
             let Some(g) = group(&ev.kind) else { continue };
-            for n in plan.notify.iter().filter(|n| n.on.is_empty() || n.on.iter().any(|o| o == g)) {
+            for n in plan.notify.iter().filter(|n| wants(n, g)) {
                 send(&engine, &http, &plan, &secrets, n, &ev).await;
             }
             if g == "run_finished" {

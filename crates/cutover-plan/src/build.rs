@@ -172,6 +172,17 @@ impl Builder<'_> {
         .unwrap_or_default()
     }
 
+    fn u32(&self, node: &Node, key: &str) -> Option<u32> {
+        self.int(node, key).and_then(|i| u32::try_from(i).ok())
+    }
+
+    pub fn wave_gate(&self, node: Option<&Node>) -> WaveGate {
+        match node {
+            Some(n) => WaveGate { proceed_when: self.expr(n, "proceed_when"), fail_when: self.expr(n, "fail_when") },
+            None => WaveGate::default(),
+        }
+    }
+
     pub fn phase(&self, node: &Node) -> Phase {
         Phase {
             name: self.str(node, "name").unwrap_or_default(),
@@ -188,8 +199,12 @@ impl Builder<'_> {
                 pause_when: self.expr(node, "pause_when"),
                 rollback_when: self.expr(node, "rollback_when"),
                 abort_when: self.expr(node, "abort_when"),
+                fail_when: self.expr(node, "fail_when"),
                 interval: self.duration(node, "gate_interval").unwrap_or(Duration::from_secs(2)),
-                error_limit: self.int(node, "gate_error_limit").and_then(|i| u32::try_from(i).ok()).unwrap_or(4),
+                error_limit: self.u32(node, "gate_error_limit").unwrap_or(4),
+                count: self.u32(node, "gate_count"),
+                failure_limit: self.u32(node, "gate_failure_limit").unwrap_or(0),
+                inconclusive_limit: self.u32(node, "gate_inconclusive_limit").unwrap_or(0),
             },
             pos: self.pos(node.span),
         }

@@ -293,8 +293,22 @@ fn check_gates(plan: &Plan, phase: &Phase, secrets: &BTreeSet<String>, earlier: 
     let refs =
         Refs { earlier_steps: earlier, checks: Some(&names), secrets, targets: &plan.targets, plan_vars: &plan.vars };
     let g = &phase.gates;
-    for e in [&g.proceed_when, &g.pause_when, &g.rollback_when].into_iter().flatten() {
+    for e in [&g.proceed_when, &g.fail_when, &g.pause_when, &g.rollback_when].into_iter().flatten() {
         compile(e, GATE_ROOTS, Some(&refs), diags);
+    }
+    let analysis = g.count.is_some() || g.failure_limit > 0 || g.inconclusive_limit > 0;
+    if analysis && g.proceed_when.is_none() && g.fail_when.is_none() {
+        diags.push(
+            Diagnostic::new(
+                phase.pos.clone(),
+                "gate-analysis",
+                format!(
+                    "phase `{}` sets gate_count or a gate limit but has neither proceed_when nor fail_when to measure",
+                    phase.name
+                ),
+            )
+            .with_help("add proceed_when = \"…\" (a success) and, for Argo-style analysis, fail_when = \"…\""),
+        );
     }
     // abort_when acts on the whole run: it reads no single target, so only
     // run-scoped checks.
@@ -356,8 +370,32 @@ pub fn approve_places(plan: &Plan, diags: &mut Diagnostics) {
     }
 }
 
-/// Waves: sizes that grow, percentages up to 100.
+/// Waves: sizes that grow, percentages up to 100; the wave gate reads the
+/// run, its run-scoped checks and the wave that settled.
 pub fn waves(plan: &Plan, diags: &mut Diagnostics) {
+    let g = &plan.wave_gate;
+    let gated: Vec<&Expr> = [&g.proceed_when, &g.fail_when].into_iter().flatten().collect();
+    if let Some(first) = gated.first()
+        && plan.waves.is_empty()
+    {
+        diags.push(
+            Diagnostic::new(first.pos.clone(), "wave-gate", "wave_gate is set but the plan has no waves")
+                .with_help("add waves = [1, \"10%\", \"100%\"], or move the condition to a phase's proceed_when"),
+        );
+    }
+    let secrets: BTreeSet<String> = plan.secrets.iter().map(|s| s.name.clone()).collect();
+    let run_checks: Vec<String> =
+        plan.checks.iter().filter(|c| c.scope == CheckScope::Run).map(|c| c.name.clone()).collect();
+    let refs = Refs {
+        earlier_steps: &[],
+        checks: Some(&run_checks),
+        secrets: &secrets,
+        targets: &plan.targets,
+        plan_vars: &plan.vars,
+    };
+    for e in gated {
+        compile(e, &["checks", "progress", "run", "wave"], Some(&refs), diags);
+    }
     for w in &plan.waves {
         if let WaveSize::Percent(p) = w
             && !(*p > 0.0 && *p <= 100.0)

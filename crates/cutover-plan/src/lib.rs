@@ -100,6 +100,7 @@ pub fn load_str(path: &str, text: &str, dir: &Path, targets: Option<Vec<Target>>
             .map(|a| a.iter().filter_map(|c| b.check(c)).collect())
             .unwrap_or_default(),
         waves: b.waves(root.get("waves")),
+        wave_gate: b.wave_gate(root.get("wave_gate")),
         notify: b.notify(root.get("notify")),
         max_fail_percent: root
             .get("max_fail_percent")

@@ -45,6 +45,8 @@ pub struct Plan {
     /// Cumulative wave sizes; empty means one wave of every target.
     pub waves: Vec<WaveSize>,
     pub max_fail_percent: u32,
+    /// The gate between waves.
+    pub wave_gate: WaveGate,
     pub notify: Vec<Notify>,
     /// Problems that do not stop the plan (shown by validate, plan and run).
     #[serde(skip)]
@@ -105,9 +107,27 @@ pub struct Gates {
     pub pause_when: Option<Expr>,
     pub rollback_when: Option<Expr>,
     pub abort_when: Option<Expr>,
+    /// A measurement of the proceed gate fails when this holds.
+    pub fail_when: Option<Expr>,
     #[serde(serialize_with = "ser_duration")]
     pub interval: Duration,
+    /// Consecutive evaluation errors tolerated.
     pub error_limit: u32,
+    /// Measurements the proceed gate takes before it decides (Argo's
+    /// `count`); None: it passes at the first success.
+    pub count: Option<u32>,
+    /// Failed measurements tolerated; one more fails the target.
+    pub failure_limit: u32,
+    /// Inconclusive measurements tolerated; one more holds the target for a human.
+    pub inconclusive_limit: u32,
+}
+
+/// The gate between waves: the next wave starts once the previous one
+/// settled, kept `max_fail_percent` and this gate passed.
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct WaveGate {
+    pub proceed_when: Option<Expr>,
+    pub fail_when: Option<Expr>,
 }
 
 /// A webhook.

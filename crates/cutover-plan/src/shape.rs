@@ -289,7 +289,8 @@ pub static CHECK_KINDED: Kinded = Kinded {
 static CHECK_TY: Ty = Ty::Kinded(&CHECK_KINDED);
 static CHECKS: Ty = Ty::Array(&CHECK_TY);
 
-pub const NOTIFY_ON: &[&str] = &["gate", "target_failed", "approval_needed", "run_finished"];
+pub const NOTIFY_ON: &[&str] =
+    &["gate", "target_failed", "approval_needed", "phase_completed", "check", "run_finished"];
 static NOTIFY_EVENT: Ty = Ty::Enum(NOTIFY_ON);
 static NOTIFY_EVENTS: Ty = Ty::Array(&NOTIFY_EVENT);
 static NOTIFY_FORMAT: Ty = Ty::Enum(&["json", "slack"]);
@@ -299,7 +300,11 @@ static NOTIFY: Table = Table {
         req("name", &STR, "The notification's name (for messages)."),
         req("url", &TEMPLATE, "Where to POST (may read secrets: {{ secrets.slack_hook }})."),
         f("format", &NOTIFY_FORMAT, "\"json\" (the event as JSON, default) or \"slack\" ({\"text\": …})."),
-        f("on", &NOTIFY_EVENTS, "Which events: gate, target_failed, approval_needed, run_finished (default: all)."),
+        f(
+            "on",
+            &NOTIFY_EVENTS,
+            "Which events: gate, target_failed, approval_needed, phase_completed, check (every status change), run_finished (default: all but check).",
+        ),
         f("headers", &TEMPLATE_MAP, "Request headers."),
     ],
 };
@@ -370,6 +375,11 @@ pub static PHASE: Table = Table {
             &EXPR,
             "Gate (CEL): while it holds, no new step of this phase starts (throttle); work resumes when it clears.",
         ),
+        f(
+            "fail_when",
+            &EXPR,
+            "Gate (CEL): a measurement of the proceed gate fails when it holds; past gate_failure_limit the target fails (and its rollback runs).",
+        ),
         f("rollback_when", &EXPR, "Gate (CEL): when it holds between steps, the target rolls back."),
         f("abort_when", &EXPR, "Gate (CEL): when it holds while targets are in this phase, the run is aborted."),
         f("gate_interval", &DURATION, "How often gates are evaluated while waiting (default \"2s\")."),
@@ -378,9 +388,37 @@ pub static PHASE: Table = Table {
             &RETRIES,
             "Consecutive gate evaluation errors before the target needs attention (default 4).",
         ),
+        f(
+            "gate_count",
+            &POSITIVE,
+            "Measurements the proceed gate takes, one per gate_interval, before it passes (Argo's count); a measurement where neither proceed_when nor fail_when holds is inconclusive. Without it the gate passes at the first success.",
+        ),
+        f("gate_failure_limit", &RETRIES, "Failed measurements tolerated (default 0); one more fails the target."),
+        f(
+            "gate_inconclusive_limit",
+            &RETRIES,
+            "Inconclusive measurements tolerated (default 0); one more holds the target for a human (needs attention).",
+        ),
     ],
 };
 static PHASE_TY: Ty = Ty::Table(&PHASE);
+
+static WAVE_GATE: Table = Table {
+    what: "wave_gate",
+    fields: &[
+        f(
+            "proceed_when",
+            &EXPR,
+            "CEL over checks (run-scoped), run, progress and wave {number, size, succeeded, failed, failed_percent}: the next wave starts only once it holds.",
+        ),
+        f(
+            "fail_when",
+            &EXPR,
+            "CEL, as proceed_when: when it holds once a wave settled, the wave failed and no further wave starts.",
+        ),
+    ],
+};
+static WAVE_GATE_TY: Ty = Ty::Table(&WAVE_GATE);
 static PHASES: Ty = Ty::Array(&PHASE_TY);
 static SECRETS: Ty = Ty::Map(&STR);
 
@@ -414,6 +452,7 @@ pub static PLAN: Table = Table {
             &PERCENT,
             "Most targets of a wave that may fail (percent, default 0) before the run stops starting waves.",
         ),
+        f("wave_gate", &WAVE_GATE_TY, "The gate between waves (after max_fail_percent): { proceed_when, fail_when }."),
         f("notify", &NOTIFIES, "Webhooks on gate transitions, target failures, approvals needed and the run's end."),
         req("phases", &PHASES, "The phases, in order."),
     ],

@@ -44,6 +44,20 @@ struct Entry {
 
 type Key = (String, String);
 
+/// The phase whose expectations apply: the run's, or a target's own for a
+/// target-scoped check once the driver says where that target is.
+#[derive(Default)]
+struct Phases {
+    run: Option<String>,
+    targets: std::collections::HashMap<String, String>,
+}
+
+impl Phases {
+    fn of(&self, target: &str) -> Option<String> {
+        self.targets.get(target).cloned().or_else(|| self.run.clone())
+    }
+}
+
 /// The checks of one run, probed in the background until dropped.
 pub struct CheckRunner {
     engine: Engine,
@@ -51,7 +65,7 @@ pub struct CheckRunner {
     plan: Arc<Plan>,
     secrets: Arc<BTreeMap<String, String>>,
     states: Arc<Mutex<BTreeMap<Key, Entry>>>,
-    phase: Arc<RwLock<Option<String>>>,
+    phase: Arc<RwLock<Phases>>,
     dirty: Arc<Mutex<BTreeMap<Key, Value>>>,
     tasks: JoinSet<()>,
 }
@@ -105,6 +119,7 @@ impl CheckRunner {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 // A busy store is tried again at the next second.
                 let _ = flusher.flush();
+                let _ = flusher.sweep_stale();
             }
         });
         let http = reqwest::Client::builder()
@@ -176,7 +191,13 @@ impl CheckRunner {
 
     /// The phase whose expectations apply from now on.
     pub fn set_phase(&self, phase: Option<&str>) {
-        *self.phase.write().unwrap_or_else(|p| p.into_inner()) = phase.map(str::to_string);
+        self.phase.write().unwrap_or_else(|p| p.into_inner()).run = phase.map(str::to_string);
+    }
+
+    /// Where each target is: a target-scoped check of that target follows
+    /// that target's phase, not the run's.
+    pub fn set_target_phases(&self, phases: std::collections::HashMap<String, String>) {
+        self.phase.write().unwrap_or_else(|p| p.into_inner()).targets = phases;
     }
 
     /// Every check as shown at `now` (stale results are shown stale).
@@ -195,13 +216,14 @@ impl CheckRunner {
     /// judged under the current phase's expectations: a reading taken before
     /// the phase changed does not count.
     pub fn all_ok(&self, names: &[String], now: i64) -> bool {
-        let phase = self.phase.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let phases = self.phase.read().unwrap_or_else(|p| p.into_inner());
         let states = self.lock();
         names.iter().all(|n| {
             let mut any = false;
-            let ok = states.iter().filter(|((c, _), _)| c == n).all(|(_, e)| {
+            let ok = states.iter().filter(|((c, _), _)| c == n).all(|((_, t), e)| {
                 any = true;
-                e.tracker.shown(now, e.timing) == Status::Ok && (e.view.kind == "manual" || e.view.phase == phase)
+                e.tracker.shown(now, e.timing) == Status::Ok
+                    && (e.view.kind == "manual" || e.view.phase == phases.of(t))
             });
             any && ok
         })
@@ -228,7 +250,7 @@ struct Handle {
     plan: Arc<Plan>,
     secrets: Arc<BTreeMap<String, String>>,
     states: Arc<Mutex<BTreeMap<Key, Entry>>>,
-    phase: Arc<RwLock<Option<String>>>,
+    phase: Arc<RwLock<Phases>>,
     dirty: Arc<Mutex<BTreeMap<Key, Value>>>,
 }
 
@@ -245,8 +267,57 @@ impl Handle {
         Ok(())
     }
 
-    fn phase(&self) -> Option<String> {
-        self.phase.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// A check whose probe stopped answering goes stale with nobody
+    /// reading it: the change is recorded (with its event) when it happens,
+    /// not when the next reading comes.
+    fn sweep_stale(&self) -> Result<(), crate::EngineError> {
+        let now = now_ms();
+        let gone: Vec<(Status, CheckView)> = {
+            let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            states
+                .values_mut()
+                .filter_map(|e| {
+                    let shown = e.tracker.shown(now, e.timing);
+                    (shown == Status::Stale && e.view.status != Status::Stale).then(|| {
+                        let from = e.view.status;
+                        e.view.status = shown;
+                        (from, e.view.clone())
+                    })
+                })
+                .collect()
+        };
+        for (from, view) in gone {
+            let age = view.reading_ms.map(|r| (now - r) / 1000).unwrap_or(0);
+            let who = view.target.as_deref().map(|t| format!(" for `{t}`")).unwrap_or_default();
+            let ev = NewEvent {
+                target: view.target.clone(),
+                step: None,
+                kind: "check_status",
+                message: format!(
+                    "check `{}`{who} is stale (was {from}): no reading for {age} s (stale after {} s)",
+                    view.check,
+                    view.stale_after_ms / 1000
+                ),
+                data: json!({ "check": view.check, "from": from, "to": Status::Stale, "value": view.value }),
+            };
+            let result = serde_json::to_value(&view).unwrap_or(Value::Null);
+            let ev = self.engine.redacted(ev);
+            if let Some(e) = self.engine.store().put_check_result(
+                &self.run_id,
+                &view.check,
+                view.target.as_deref(),
+                &result,
+                Some(&ev),
+            )? {
+                self.engine.publish(&e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The phase for a target ("" for a run-scoped check).
+    fn phase(&self, target: &str) -> Option<String> {
+        self.phase.read().unwrap_or_else(|p| p.into_inner()).of(target)
     }
 
     fn context(&self, t: Option<&Target>) -> Value {
@@ -259,7 +330,7 @@ impl Handle {
         };
         let mut ctx = cutover_plan::context(t.unwrap_or(&empty), &self.plan.vars, &Default::default());
         if let Some(o) = ctx.as_object_mut() {
-            o.insert("phase".into(), json!({ "name": self.phase() }));
+            o.insert("phase".into(), json!({ "name": self.phase(t.map(|t| t.name.as_str()).unwrap_or_default()) }));
             o.insert("secrets".into(), json!(*self.secrets));
             if t.is_none() {
                 o.remove("name");
@@ -287,7 +358,7 @@ impl Handle {
             e.view.status = e.tracker.shown(now, e.timing);
             e.view.reading_ms = Some(now);
             e.view.reading_at = jiff::Timestamp::from_millisecond(now).ok().map(|t| t.to_string());
-            e.view.phase = self.phase();
+            e.view.phase = self.phase(&key.1);
             e.view.message = message.map(|m| self.engine.redactor().redact(&m));
             match reading {
                 Ok(r) => {
@@ -361,7 +432,7 @@ impl ProbeTask {
                 e.view.href = Some(link);
             }
             let result = self.prober.probe(&pctx, now).await;
-            let phase = self.runner.phase();
+            let phase = self.runner.phase(&self.key.1);
             let (raw, message) = match &result {
                 Ok(r) => eval::classify(check.conditions_for(phase.as_deref()), r, &ctx),
                 Err(e) => (Status::Error, Some(e.clone())),

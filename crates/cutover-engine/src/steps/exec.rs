@@ -27,6 +27,11 @@ pub async fn run(s: &ExecStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> 
         .env("CUTOVER_RUN_ID", ctx.run_id)
         .env("CUTOVER_TARGET", ctx.target)
         .env("CUTOVER_STEP", ctx.step);
+    if let Some(t) = &ctx.throttle {
+        // Present while the phase's pause_when holds: a script checks it
+        // between its batches (gh-ost's throttle-flag-file).
+        cmd.env("CUTOVER_THROTTLE_FILE", &t.file);
+    }
     for (k, v) in &s.env {
         cmd.env(k, ctx.render(v, &format!("env {k}"))?);
     }

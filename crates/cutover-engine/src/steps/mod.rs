@@ -32,6 +32,16 @@ pub struct StepCtx<'a> {
     pub engine: &'a crate::Engine,
     /// When progress was last recorded (progress events are throttled).
     pub last_progress: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Set when the step's phase has a pause_when: whether it holds now.
+    pub throttle: Option<Throttle>,
+}
+
+/// The pause_when of a running step's phase, as a signal: long work holds
+/// at its next safe point while it is set. `file` exists while it is set,
+/// for commands (`CUTOVER_THROTTLE_FILE`).
+pub struct Throttle {
+    pub rx: tokio::sync::watch::Receiver<bool>,
+    pub file: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -70,6 +80,21 @@ impl StepCtx<'_> {
         .with_data(serde_json::json!({ "done": done, "total": total, "unit": unit }));
         // Progress is information: a store too busy to take it now is not a failure.
         let _ = self.engine.emit(self.run_id, ev);
+    }
+
+    /// Whether the phase's pause_when holds now.
+    pub fn throttled(&self) -> bool {
+        self.throttle.as_ref().is_some_and(|t| *t.rx.borrow())
+    }
+
+    /// Returns once the phase's pause_when does not hold (at once without one).
+    /// Long built-in work calls it between batches: its safe points.
+    pub async fn unthrottled(&self) {
+        if let Some(t) = &self.throttle {
+            let mut rx = t.rx.clone();
+            // A closed channel means the step is ending: nothing to wait for.
+            let _ = rx.wait_for(|held| !*held).await;
+        }
     }
 
     pub fn fail(&self, msg: impl AsRef<str>) -> StepError {

@@ -18,7 +18,13 @@ pub async fn run(s: &WaitStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> 
         let mut vars = ctx.vars.clone();
         let mut last_probe = Value::Null;
         if let Some(p) = &s.probe {
-            let probe_ctx = StepCtx { step: &p.name, timeout: p.timeout, last_progress: Default::default(), ..*ctx };
+            let probe_ctx = StepCtx {
+                step: &p.name,
+                timeout: p.timeout,
+                last_progress: Default::default(),
+                throttle: None,
+                ..*ctx
+            };
             // A failing probe is a reading, not the end of the wait: the
             // condition sees it as `probe.error`.
             // A hanging probe must not outlive the wait's deadline.

@@ -99,6 +99,9 @@ pub trait Store: Send + Sync {
     /// `target` is None), with its event.
     fn add_approval(&self, run: &str, approval: &Approval, event: &NewEvent) -> Result<Event>;
     fn approval(&self, run: &str, target: &str, step: &str) -> Result<Option<Approval>>;
+    /// Withdraws a target's approvals of these steps (a retry asks again);
+    /// the events that recorded them stay.
+    fn delete_approvals(&self, run: &str, target: &str, steps: &[String]) -> Result<()>;
 
     fn add_request(
         &self,

@@ -598,6 +598,19 @@ impl Store for SqliteStore {
         Ok(ev)
     }
 
+    fn delete_approvals(&self, run: &str, target: &str, steps: &[String]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.classify(e))?;
+        for s in steps {
+            tx.execute(
+                "DELETE FROM approvals WHERE run_id = ?1 AND target = ?2 AND step = ?3",
+                params![run, target, s],
+            )
+            .map_err(|e| self.classify(e))?;
+        }
+        tx.commit().map_err(|e| self.classify(e))
+    }
+
     fn approval(&self, run: &str, target: &str, step: &str) -> Result<Option<Approval>> {
         self.conn()
             .query_row(

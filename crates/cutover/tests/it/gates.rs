@@ -263,3 +263,215 @@ kind = "approve"
     assert_eq!(code(&o), 2);
     assert!(text(&o.stderr).contains("no target is waiting at step `go`"), "{}", text(&o.stderr));
 }
+
+/// A plan whose second phase has an Argo-style proceed gate over the `err`
+/// check (the first phase gives the check time for its first reading).
+fn analysis_plan(gate: &str) -> String {
+    format!(
+        r#"name = "analysis"
+[[checks]]
+name = "err"
+kind = "command"
+command = "cat err.txt"
+interval = "100ms"
+[[targets]]
+name = "a"
+[[phases]]
+name = "prep"
+[[phases.steps]]
+name = "warm"
+kind = "exec"
+command = "sleep 0.5"
+[[phases.rollback]]
+name = "undo"
+kind = "exec"
+command = "touch undone"
+[[phases]]
+name = "switch"
+proceed_when = "checks.err.value == 0"
+fail_when = "checks.err.value > 5"
+gate_interval = "100ms"
+{gate}
+[[phases.steps]]
+name = "cut"
+kind = "exec"
+command = "touch cut"
+"#
+    )
+}
+
+#[test]
+fn an_analysis_gate_fails_past_its_limit_and_rolls_back() {
+    let w = Work::new();
+    w.write("err.txt", "9");
+    w.write("p.toml", &analysis_plan("gate_count = 5\ngate_failure_limit = 1"));
+    let o = w.run(&["run", "p.toml"]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    let run = w.run_id();
+    assert_eq!(w.target_state(&run, "a"), "rolled_back");
+    assert!(!w.file("cut").exists() && w.file("undone").exists());
+    let ev = w.events(&run);
+    let failed = ev.iter().find(|e| e["kind"] == "gate_failed").expect("gate_failed");
+    assert_eq!(failed["data"]["failures"], 2, "one more than the limit of 1: {failed}");
+    assert_eq!(ev.iter().filter(|e| e["kind"] == "gate_measured").count(), 1, "the first failure is within the limit");
+}
+
+#[test]
+fn an_inconclusive_analysis_waits_for_a_human_and_a_retry_measures_again() {
+    let w = Work::new();
+    // 2 is neither a success (0) nor a failure (> 5): inconclusive.
+    w.write("err.txt", "2");
+    w.write("p.toml", &analysis_plan("gate_count = 3"));
+    let o = w.run(&["run", "p.toml"]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    let run = w.run_id();
+    assert_eq!(w.target_state(&run, "a"), "needs_attention");
+    assert!(kinds(&w.events(&run)).contains(&"gate_inconclusive".to_string()));
+    w.write("err.txt", "0");
+    assert_eq!(code(&w.run(&["retry", &run, "a"])), 0);
+    let o = w.run(&["resume", &run]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert!(w.file("cut").exists());
+    let ev = w.events(&run);
+    let passed = ev.iter().find(|e| e["kind"] == "gate_passed").expect("gate_passed");
+    assert_eq!(passed["data"]["successes"], 3, "{passed}");
+    assert_eq!(ev.iter().filter(|e| e["kind"] == "gate_measured").count(), 2, "3 measurements, the last one decides");
+    // A count with nothing to measure is refused.
+    w.write("q.toml", "name = \"q\"\n[[targets]]\nname = \"a\"\n[[phases]]\nname = \"p\"\ngate_count = 3\n");
+    let o = w.run(&["validate", "q.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("error[gate-analysis]"), "{}", text(&o.stderr));
+}
+
+fn wave_gate_plan() -> String {
+    let mut p = String::from(
+        r#"name = "wave-gate"
+waves = [1, "100%"]
+wave_gate = { proceed_when = "checks.canary.value == 1 && wave.failed == 0", fail_when = "checks.canary.value == 2" }
+[concurrency]
+limit = 3
+[[checks]]
+name = "canary"
+kind = "command"
+command = "cat canary.txt"
+interval = "100ms"
+"#,
+    );
+    for i in 0..3 {
+        p.push_str(&format!("[[targets]]\nname = \"t{i}\"\n"));
+    }
+    p.push_str("[[phases]]\nname = \"p\"\n[[phases.steps]]\nname = \"s\"\nkind = \"exec\"\ncommand = \"touch ran-{{ name }}\"\n");
+    p
+}
+
+#[test]
+fn a_wave_gate_holds_the_next_wave_until_it_holds_or_fails_it() {
+    for (answer, exit, state) in [("1", 0, "succeeded"), ("2", 1, "pending")] {
+        let w = Work::new();
+        w.write("canary.txt", "0");
+        w.write("p.toml", &wave_gate_plan());
+        let mut child = w.spawn(&["run", "p.toml"]);
+        wait_until(20, "the wave gate", || {
+            w.state().exists()
+                && w.json(&["runs"]).as_array().is_some_and(|a| !a.is_empty())
+                && kinds(&w.events(&w.run_id())).contains(&"wave_waiting".to_string())
+        });
+        let run = w.run_id();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(w.file("ran-t0").exists() && !w.file("ran-t1").exists(), "wave 2 waits for the gate");
+        w.write("canary.txt", answer);
+        assert_eq!(wait_exit(&mut child, 20), exit);
+        assert_eq!(w.target_state(&run, "t2"), state);
+        let k = kinds(&w.events(&run));
+        let decided = if exit == 0 { "wave_passed" } else { "wave_failed" };
+        assert!(k.contains(&decided.to_string()), "{k:?}");
+    }
+    let w = Work::new();
+    w.write("p.toml", &wave_gate_plan().replace("waves = [1, \"100%\"]\n", ""));
+    let o = w.run(&["validate", "p.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("error[wave-gate]"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn pause_when_holds_a_running_step_at_its_safe_points() {
+    let w = Work::new();
+    w.write("lag.txt", "0");
+    // A batch loop that checks the throttle flag between batches, as a
+    // gh-ost-style copier does.
+    w.write(
+        "copy.sh",
+        "for i in $(seq 1 25); do\n  while [ -e \"$CUTOVER_THROTTLE_FILE\" ]; do touch held; sleep 0.05; done\n  echo $i >> batches\n  sleep 0.1\ndone\n",
+    );
+    w.write(
+        "p.toml",
+        &format!(
+            "name = \"throttle-inside\"\n{}[[targets]]\nname = \"a\"\n[[phases]]\nname = \"copy\"\npause_when = \"checks.lag.value > 10\"\ngate_interval = \"100ms\"\n[[phases.steps]]\nname = \"copy\"\nkind = \"exec\"\ncommand = \"sh copy.sh\"\n",
+            lag_check("")
+        ),
+    );
+    let mut child = w.spawn(&["run", "p.toml"]);
+    wait_until(20, "the first batches", || w.file("batches").exists() && w.lines("batches").len() >= 2);
+    w.write("lag.txt", "50");
+    wait_until(20, "the step to hold", || w.file("held").exists());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let during = w.lines("batches").len();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(w.lines("batches").len(), during, "no batch runs while pause_when holds");
+    w.write("lag.txt", "0");
+    assert_eq!(wait_exit(&mut child, 30), 0);
+    assert_eq!(w.lines("batches").len(), 25);
+    let ev = w.events(&w.run_id());
+    let held = ev.iter().find(|e| e["kind"] == "target_throttled").expect("throttled");
+    assert_eq!(held["step"], "copy");
+    assert_eq!(held["data"]["in_step"], true);
+    assert!(kinds(&ev).contains(&"throttle_cleared".to_string()));
+}
+
+#[test]
+fn a_pause_interrupts_an_approval_wait_and_a_retry_asks_again() {
+    let w = Work::new();
+    w.write(
+        "p.toml",
+        r#"name = "approve-again"
+[[targets]]
+name = "a"
+[[phases]]
+name = "switch"
+[[phases.steps]]
+name = "go"
+kind = "approve"
+[[phases.steps]]
+name = "cut"
+kind = "exec"
+command = "[ -e ok ]"
+[[phases.rollback]]
+name = "undo"
+kind = "exec"
+command = "[ -e ok ]"
+"#,
+    );
+    let asked = |w: &Work| w.events(&w.run_id()).iter().filter(|e| e["kind"] == "approval_needed").count();
+    let mut child = w.spawn(&["run", "p.toml"]);
+    wait_until(20, "the approval request", || {
+        w.state().exists() && w.json(&["runs"]).as_array().is_some_and(|a| !a.is_empty()) && asked(&w) == 1
+    });
+    let run = w.run_id();
+    assert_eq!(code(&w.run(&["pause", &run])), 0);
+    assert_eq!(wait_exit(&mut child, 20), 3, "a pause ends an approval wait");
+    assert!(kinds(&w.events(&run)).contains(&"approval_paused".to_string()));
+    // Approved in advance, the resumed run goes on; `cut` and its rollback fail.
+    assert_eq!(code(&w.run(&["approve", &run, "go", "--target", "a"])), 0);
+    assert_eq!(code(&w.run(&["resume", &run])), 1);
+    assert_eq!(asked(&w), 1, "approved in advance: not asked again");
+    assert_eq!(w.target_state(&run, "a"), "failed");
+    // The phase is run again on retry: its approval is asked again.
+    w.write("ok", "");
+    assert_eq!(code(&w.run(&["retry", &run, "a"])), 0);
+    let mut child = w.spawn(&["resume", &run]);
+    wait_until(20, "a new approval request", || asked(&w) == 2);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(w.target_state(&run, "a"), "running", "the old approval does not pass the retried step");
+    assert_eq!(code(&w.run(&["approve", &run, "go"])), 0);
+    assert_eq!(wait_exit(&mut child, 20), 0);
+}

@@ -96,3 +96,60 @@ command = "echo 'bad token {{{{ secrets.hook }}}}' >&2; exit 1"
         assert!(!body.contains("hook-s3cret-9"), "a payload carried the secret: {body}");
     }
 }
+
+#[test]
+fn checks_going_stale_and_phases_completing_are_announced() {
+    let (url, seen) = hook_server();
+    let w = Work::new();
+    // One reading, then none for 30 s: stale after 5 s, while the step runs.
+    w.write(
+        "p.toml",
+        &format!(
+            r#"name = "stale"
+[[notify]]
+name = "ops"
+url = "{url}/json"
+on = ["check", "phase_completed"]
+[[checks]]
+name = "slow"
+kind = "command"
+command = "echo 1"
+interval = "30s"
+stale_after = "5s"
+[[targets]]
+name = "a"
+[[targets]]
+name = "b"
+[[phases]]
+name = "first"
+[[phases.steps]]
+name = "quick"
+kind = "exec"
+command = "true"
+[[phases]]
+name = "second"
+[[phases.steps]]
+name = "long"
+kind = "exec"
+command = "sleep 6.5"
+"#
+        ),
+    );
+    let o = w.run(&["run", "p.toml"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let events = w.events(&w.run_id());
+    let stale = events
+        .iter()
+        .find(|e| e["kind"] == "check_status" && e["data"]["to"] == "stale")
+        .expect("a stale event while nothing read the check");
+    assert!(stale["message"].as_str().unwrap_or("").contains("no reading for"), "{stale}");
+    let phases: Vec<&str> =
+        events.iter().filter(|e| e["kind"] == "phase_completed").filter_map(|e| e["data"]["phase"].as_str()).collect();
+    assert_eq!(phases, ["first", "second"]);
+    let bodies: Vec<serde_json::Value> =
+        seen.lock().expect("lock").iter().map(|(_, _, b)| serde_json::from_str(b).expect("json")).collect();
+    let posted: Vec<&str> = bodies.iter().filter_map(|b| b["kind"].as_str()).collect();
+    assert!(posted.contains(&"phase_completed"), "{posted:?}");
+    assert!(bodies.iter().any(|b| b["kind"] == "check_status" && b["data"]["to"] == "stale"), "{posted:?}");
+    assert!(!posted.contains(&"run_finished"), "only the groups asked for: {posted:?}");
+}

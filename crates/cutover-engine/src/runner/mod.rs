@@ -3,6 +3,8 @@
 //! transition before the side effect that follows it, and answers operator
 //! requests. Only the process holding the run's lease drives it.
 
+mod gates;
+
 use crate::checks::runner::CheckRunner;
 use crate::control;
 use crate::model::*;
@@ -13,6 +15,9 @@ use crate::steps::{self, Outputs, StepCtx, StepError};
 use crate::store::Store;
 use crate::{Engine, EngineError};
 use cutover_plan::{Plan, Step, StepKind, Target};
+use gates::{
+    GateValue, WavesSeen, abort_gate, eval_gate, gate_ctx, phase_started, proceed_gate, throttle_gate, wave_gate,
+};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -249,6 +254,9 @@ async fn schedule(
     let mut states: HashMap<String, TargetState> =
         store.targets(run_id)?.into_iter().map(|r| (r.name, r.state)).collect();
     let mut last_phase_check = 0i64;
+    // Phases every target got through (those done before a resume are not
+    // announced again).
+    let mut phases_done = phases_complete(plan, &store.targets(run_id)?);
     let mut running: JoinSet<(String, Result<Flow, EngineError>)> = JoinSet::new();
     let mut running_names: Vec<String> = vec![];
     let mut closing_started = false;
@@ -269,11 +277,16 @@ async fn schedule(
         }
         let aborting = *abort_tx.borrow();
         let pausing = shared.pause.load(Ordering::SeqCst);
-        if let Some(c) = checks {
-            if now_ms() - last_phase_check >= 1000 {
-                last_phase_check = now_ms();
-                c.set_phase(current_phase(plan, &store.targets(run_id)?));
+        if now_ms() - last_phase_check >= 1000 {
+            last_phase_check = now_ms();
+            let records = store.targets(run_id)?;
+            if let Some(c) = checks {
+                c.set_phase(current_phase(plan, &records));
+                c.set_target_phases(records.iter().filter_map(|r| Some((r.name.clone(), r.phase.clone()?))).collect());
             }
+            announce_phases(shared, &records, &mut phases_done)?;
+        }
+        if let Some(c) = checks {
             for t in store.ticks(run_id, last_tick)? {
                 last_tick = t.id;
                 c.apply_tick(&t)?;
@@ -375,7 +388,8 @@ async fn schedule(
                 });
             }
         }
-        if running.is_empty() {
+        // A wave held at its gate keeps the run going with nothing running.
+        if running.is_empty() && !(waves_seen.holding() && !aborting && !pausing) {
             break;
         }
         tokio::select! {
@@ -391,6 +405,7 @@ async fn schedule(
             _ = tokio::time::sleep(POLL) => {}
         }
     }
+    announce_phases(shared, &store.targets(run_id)?, &mut phases_done)?;
     let state = final_state(shared, *abort_tx.borrow(), shared.pause.load(Ordering::SeqCst))?;
     store.set_run_state(run_id, state)?;
     let how = match state {
@@ -401,267 +416,6 @@ async fn schedule(
     };
     shared.emit(NewEvent::run("run_finished", how).with_data(json!({ "state": state })))?;
     Ok(state)
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum GateKind {
-    /// Wait until the expression holds.
-    Proceed,
-    /// Wait while the expression holds (throttle).
-    Pause,
-}
-
-enum GateValue {
-    Holds,
-    Clear,
-    Error(String),
-}
-
-fn eval_gate(e: &cutover_plan::Expr, ctx: &Value) -> GateValue {
-    match cutover_plan::expr::compile(&e.source)
-        .map_err(|x| x.message)
-        .and_then(|p| cutover_plan::expr::eval_bool(&p, ctx))
-    {
-        Ok(true) => GateValue::Holds,
-        Ok(false) => GateValue::Clear,
-        Err(x) => GateValue::Error(x),
-    }
-}
-
-/// What a gate reads: the target's context, `checks.<name>` (this target's
-/// result for a target-scoped check), `progress` and `run`.
-fn gate_ctx(shared: &Shared, tc: &TargetCtx<'_>) -> Value {
-    let mut v = context(shared, tc);
-    let run = run_ctx(shared);
-    if let (Some(o), Some(r)) = (v.as_object_mut(), run.as_object()) {
-        for (k, x) in r {
-            o.insert(k.clone(), x.clone());
-        }
-        o.insert("checks".into(), checks_ctx(shared, Some(&tc.target.name)));
-    }
-    v
-}
-
-fn checks_ctx(shared: &Shared, target: Option<&str>) -> Value {
-    let mut m = serde_json::Map::new();
-    if let Some(c) = &shared.checks {
-        for view in c.snapshot(now_ms()) {
-            if view.target.is_some() && view.target.as_deref() != target {
-                continue;
-            }
-            m.insert(
-                view.check.clone(),
-                json!({ "status": view.status.as_str(), "ok": view.status == crate::checks::status::Status::Ok, "value": view.value, "message": view.message }),
-            );
-        }
-    }
-    Value::Object(m)
-}
-
-/// `progress` and `run` for gates: targets done, failed and so on.
-fn run_ctx(shared: &Shared) -> Value {
-    let targets = shared.store().targets(&shared.run_id).unwrap_or_default();
-    let total = targets.len();
-    let count = |f: &dyn Fn(TargetState) -> bool| targets.iter().filter(|t| f(t.state)).count();
-    let done = count(&|s| s.is_terminal());
-    let failed = count(&|s| matches!(s, TargetState::Failed | TargetState::RolledBack));
-    let pct = |n: usize| if total == 0 { 0.0 } else { n as f64 * 100.0 / total as f64 };
-    json!({
-        "progress": { "done": done, "total": total, "percent": pct(done) },
-        "run": { "id": shared.run_id, "targets": total, "failed": failed, "failed_percent": pct(failed),
-                 "running": count(&|s| s == TargetState::Running), "succeeded": count(&|s| s == TargetState::Succeeded) },
-    })
-}
-
-/// Waits at a gate: until it holds (proceed) or while it holds (pause).
-/// Operator pause and abort still work; a gate that cannot be evaluated more
-/// than `error_limit` times in a row puts the target in needs_attention.
-async fn hold_gate(
-    shared: &Arc<Shared>,
-    tc: &TargetCtx<'_>,
-    phase: &cutover_plan::Phase,
-    g: &cutover_plan::Expr,
-    kind: GateKind,
-) -> Result<Flow, EngineError> {
-    let target = tc.target.name.clone();
-    let (what, waiting_kind, done_kind) = match kind {
-        GateKind::Proceed => ("proceed_when", "gate_waiting", "gate_passed"),
-        GateKind::Pause => ("pause_when", "target_throttled", "throttle_cleared"),
-    };
-    let mut waited = false;
-    let mut errors = 0u32;
-    loop {
-        if *shared.abort.borrow() {
-            return Ok(Flow::Aborted);
-        }
-        if shared.pause.load(Ordering::SeqCst) {
-            return Ok(Flow::Paused(format!("paused at the {what} gate of phase `{}`", phase.name)));
-        }
-        let verdict = eval_gate(g, &gate_ctx(shared, tc));
-        let pass = match (&verdict, kind) {
-            (GateValue::Holds, GateKind::Proceed) | (GateValue::Clear, GateKind::Pause) => true,
-            (GateValue::Error(e), _) => {
-                errors += 1;
-                if errors > phase.gates.error_limit {
-                    let msg = format!(
-                        "the {what} gate of phase `{}` could not be evaluated {errors} times in a row: {e}",
-                        phase.name
-                    );
-                    shared.emit(NewEvent::target(&target, "gate_error", msg.clone()))?;
-                    return Ok(Flow::Attention(msg));
-                }
-                false
-            }
-            _ => {
-                errors = 0;
-                false
-            }
-        };
-        if pass {
-            if waited {
-                shared.emit(
-                    NewEvent::target(
-                        &target,
-                        done_kind,
-                        format!("{what} of phase `{}`: {} — going on", phase.name, g.source),
-                    )
-                    .with_data(json!({ "gate": g.source, "phase": phase.name })),
-                )?;
-            }
-            return Ok(Flow::Ok);
-        }
-        if !waited {
-            waited = true;
-            let msg = match kind {
-                GateKind::Proceed => format!("waiting for {what} of phase `{}`: {}", phase.name, g.source),
-                GateKind::Pause => format!("throttled: {}", g.source),
-            };
-            shared.emit(
-                NewEvent::target(&target, waiting_kind, msg)
-                    .with_data(json!({ "gate": g.source, "phase": phase.name })),
-            )?;
-        }
-        tokio::time::sleep(phase.gates.interval).await;
-    }
-}
-
-/// Whether a target already began a phase (some step of it has a record).
-fn phase_started(phase: &cutover_plan::Phase, tc: &TargetCtx<'_>) -> bool {
-    let mut started = false;
-    for s in &phase.steps {
-        s.walk(&mut |x| started |= tc.records.contains_key(&x.name));
-    }
-    started
-}
-
-/// The first phase whose abort_when holds while unfinished targets are in it.
-fn abort_gate(shared: &Shared, errors_seen: &mut Vec<String>) -> Result<Option<String>, EngineError> {
-    let gated: Vec<&cutover_plan::Phase> = shared.plan.phases.iter().filter(|p| p.gates.abort_when.is_some()).collect();
-    if gated.is_empty() {
-        return Ok(None);
-    }
-    let targets = shared.store().targets(&shared.run_id)?;
-    let mut ctx = run_ctx(shared);
-    if let Some(o) = ctx.as_object_mut() {
-        o.insert("checks".into(), checks_ctx(shared, None));
-    }
-    for p in gated {
-        let occupied = targets.iter().any(|t| !t.state.is_terminal() && t.phase.as_deref() == Some(p.name.as_str()));
-        if !occupied {
-            continue;
-        }
-        if let Some(o) = ctx.as_object_mut() {
-            o.insert("phase".into(), json!({ "name": p.name }));
-        }
-        if let Some(g) = &p.gates.abort_when {
-            match eval_gate(g, &ctx) {
-                GateValue::Holds => return Ok(Some(format!("phase `{}`: {}", p.name, g.source))),
-                GateValue::Error(e) if !errors_seen.contains(&e) => {
-                    shared.emit(
-                        NewEvent::run(
-                            "gate_error",
-                            format!("abort_when of phase `{}` cannot be evaluated: {e}", p.name),
-                        )
-                        .with_data(json!({ "gate": g.source })),
-                    )?;
-                    errors_seen.push(e);
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(None)
-}
-
-#[derive(Default)]
-struct WavesSeen {
-    passed: Vec<usize>,
-    failed: Option<usize>,
-}
-
-/// The highest wave whose targets may start, or None once a wave failed
-/// (more than max_fail_percent of it failed): no new target starts then.
-fn wave_gate(
-    shared: &Shared,
-    waves: &[usize],
-    states: &HashMap<String, TargetState>,
-    seen: &mut WavesSeen,
-) -> Result<Option<usize>, EngineError> {
-    let Some(&last) = waves.iter().max() else { return Ok(Some(0)) };
-    if seen.failed.is_some() {
-        return Ok(None);
-    }
-    let state_of = |i: usize| shared.plan.targets.get(i).and_then(|t| states.get(&t.name)).copied();
-    for w in 0..=last {
-        let members: Vec<usize> = (0..waves.len()).filter(|i| waves[*i] == w).collect();
-        let settled = members.iter().all(|i| {
-            matches!(
-                state_of(*i),
-                Some(TargetState::Succeeded | TargetState::Failed | TargetState::RolledBack | TargetState::Skipped)
-            )
-        });
-        if !settled || w == last {
-            return Ok(Some(w));
-        }
-        if seen.passed.contains(&w) {
-            continue;
-        }
-        let failed = members
-            .iter()
-            .filter(|i| matches!(state_of(**i), Some(TargetState::Failed | TargetState::RolledBack)))
-            .count();
-        let pct = failed as f64 * 100.0 / members.len().max(1) as f64;
-        if pct > f64::from(shared.plan.max_fail_percent) {
-            seen.failed = Some(w);
-            shared.emit(
-                NewEvent::run(
-                    "wave_failed",
-                    format!(
-                        "wave {} failed: {failed} of {} targets failed ({pct:.0} % > {} %); no further wave starts",
-                        w + 1,
-                        members.len(),
-                        shared.plan.max_fail_percent
-                    ),
-                )
-                .with_data(json!({ "wave": w + 1, "failed": failed, "size": members.len() })),
-            )?;
-            return Ok(None);
-        }
-        seen.passed.push(w);
-        shared.emit(
-            NewEvent::run(
-                "wave_passed",
-                format!(
-                    "wave {} passed: {failed} of {} targets failed (limit {} %)",
-                    w + 1,
-                    members.len(),
-                    shared.plan.max_fail_percent
-                ),
-            )
-            .with_data(json!({ "wave": w + 1, "failed": failed, "size": members.len() })),
-        )?;
-    }
-    Ok(Some(last))
 }
 
 /// The least advanced phase among targets that have not finished (the first
@@ -676,6 +430,31 @@ fn current_phase<'a>(plan: &'a Plan, targets: &[TargetRecord]) -> Option<&'a str
         .or(plan.phases.len().checked_sub(1))
         .and_then(|i| plan.phases.get(i))
         .map(|p| p.name.as_str())
+}
+
+/// Records `phase_completed` for the phases every target got through since `done`.
+fn announce_phases(shared: &Shared, targets: &[TargetRecord], done: &mut usize) -> Result<(), EngineError> {
+    let upto = phases_complete(&shared.plan, targets);
+    for p in shared.plan.phases.iter().take(upto).skip(*done) {
+        shared.emit(
+            NewEvent::run("phase_completed", format!("phase `{}` is done for every target", p.name))
+                .with_data(json!({ "phase": p.name })),
+        )?;
+    }
+    *done = (*done).max(upto);
+    Ok(())
+}
+
+/// How many leading phases every target got through (succeeded, skipped,
+/// or is in a later phase); a failed target holds its phase open.
+fn phases_complete(plan: &Plan, targets: &[TargetRecord]) -> usize {
+    let index = |name: &str| plan.phases.iter().position(|p| p.name == name);
+    targets
+        .iter()
+        .filter(|t| !matches!(t.state, TargetState::Succeeded | TargetState::Skipped))
+        .map(|t| t.phase.as_deref().and_then(index).unwrap_or(0))
+        .min()
+        .unwrap_or(plan.phases.len())
 }
 
 /// Whether a target's records show a block that started and was not left.
@@ -802,11 +581,13 @@ async fn run_target(shared: &Arc<Shared>, name: &str) -> Result<Flow, EngineErro
         store.set_target_position(run_id, name, Some(&phase.name), None)?;
         // A target entering a phase waits for its proceed gate; one that had
         // already started the phase (a resume) does not wait again.
-        if let Some(g) = &phase.gates.proceed_when
-            && !phase_started(phase, &tc)
-        {
-            match hold_gate(shared, &tc, phase, g, GateKind::Proceed).await? {
+        let gated = phase.gates.proceed_when.is_some() || phase.gates.fail_when.is_some();
+        if gated && !phase_started(phase, &tc) {
+            match proceed_gate(shared, &tc, phase).await? {
                 Flow::Ok => {}
+                // A failed analysis undoes the phases this target went through
+                // (this one has not started).
+                Flow::Fail(msg) if i > 0 => return rollback(shared, &mut tc, i - 1, msg).await,
                 other => return Ok(other),
             }
         }
@@ -1090,7 +871,7 @@ fn run_step<'a>(shared: &'a Arc<Shared>, tc: &'a mut TargetCtx<'_>, step: &'a St
                 return Ok(Flow::Fail(msg));
             }
             if let Some(g) = &phase.gates.pause_when {
-                match hold_gate(shared, tc, phase, g, GateKind::Pause).await? {
+                match throttle_gate(shared, tc, phase, g).await? {
                     Flow::Ok => {}
                     other => return Ok(other),
                 }
@@ -1238,6 +1019,21 @@ async fn run_attempts(
         )
         .with_data(json!({ "phase": tc.phase, "attempt": attempt, "kind": step.kind.name() }));
         put_state(shared, tc, step, Change::new(StepState::Running, attempt).event(started))?;
+        // A phase with pause_when throttles inside the step too: its signal
+        // is evaluated alongside the step.
+        let pause_when = (mode == Mode::Main)
+            .then(|| shared.plan.phases.iter().find(|p| p.name == tc.phase))
+            .flatten()
+            .and_then(|p| p.gates.pause_when.as_ref().map(|g| (p, g)));
+        let (throttle_tx, throttle_rx) = watch::channel(false);
+        let throttle_file = std::env::temp_dir().join(format!(
+            "cutover-throttle-{}.flag",
+            [shared.run_id.as_str(), target.as_str(), step.name.as_str()]
+                .join("-")
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                .collect::<String>()
+        ));
         let ctx = StepCtx {
             run_id: &shared.run_id,
             target: &target,
@@ -1249,6 +1045,34 @@ async fn run_attempts(
             timeout: step.timeout,
             engine: &shared.engine,
             last_progress: Default::default(),
+            throttle: pause_when.map(|_| steps::Throttle { rx: throttle_rx, file: throttle_file.clone() }),
+        };
+        let signal = async {
+            match pause_when {
+                Some((phase, g)) => {
+                    gates::throttle_signal(
+                        shared,
+                        ctx_value.clone(),
+                        (&target, &step.name),
+                        (phase, g),
+                        throttle_tx,
+                        &throttle_file,
+                    )
+                    .await
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        // An approval wait gives way to an operator's pause (it is asked
+        // again on resume); other steps run to their end.
+        let is_approve = matches!(step.kind, StepKind::Approve(_));
+        let paused = async {
+            if !is_approve {
+                return std::future::pending::<()>().await;
+            }
+            while !shared.pause.load(Ordering::SeqCst) {
+                tokio::time::sleep(POLL).await;
+            }
         };
         let fut = async {
             match step.timeout {
@@ -1259,9 +1083,28 @@ async fn run_attempts(
             }
         };
         let result = if mode == Mode::Main {
-            tokio::select! {
-                r = fut => Some(r),
+            let r = tokio::select! {
+                r = fut => Some(Some(r)),
                 _ = wait_abort(&mut abort) => None,
+                _ = signal => None,
+                _ = paused => Some(None),
+            };
+            let _ = std::fs::remove_file(&throttle_file);
+            match r {
+                Some(Some(r)) => Some(r),
+                Some(None) => {
+                    // Forget the attempt: the step has not started as far as a resume is concerned.
+                    shared.store().delete_steps(&shared.run_id, &target, std::slice::from_ref(&step.name))?;
+                    tc.records.remove(&step.name);
+                    shared.emit(NewEvent::step(
+                        &target,
+                        &step.name,
+                        "approval_paused",
+                        format!("the run is paused: step `{}` will ask for its approval again on resume", step.name),
+                    ))?;
+                    return Ok(Flow::Paused(format!("paused while step `{}` waited for approval", step.name)));
+                }
+                None => None,
             }
         } else {
             Some(fut.await)
