@@ -2,6 +2,7 @@
 // one line per milestone so the Rust test can act in between:
 //   RED     the check tile is red (alarm)
 //   GREEN   it turned green without a reload
+//   APPROVED the target's approve button was clicked with the token and accepted
 //   PAUSE   the pause button was clicked with the token and accepted
 //   PAUSED  the run shows paused (still without a reload)
 // Usage: node run-page.mjs URL TOKEN SCREENSHOT
@@ -30,6 +31,9 @@ try {
   console.log("GREEN");
   await page.fill("#token", token);
   await page.fill("#actor", "browser-test");
+  await page.click('button[data-approve="go-ahead"][data-target="a"]', { timeout: 20000 });
+  await page.waitForFunction(() => /approved/.test(document.querySelector("#control-result").textContent), null, { timeout: 20000 });
+  console.log("APPROVED");
   await page.click('button[data-action="pause"]');
   await page.waitForFunction(() => /handed|paused/.test(document.querySelector("#control-result").textContent), null, { timeout: 20000 });
   console.log("PAUSE");

@@ -121,6 +121,28 @@ fn gates(g: &Gates) -> Vec<(&'static str, &'static str, String)> {
     if let Some(e) = &g.proceed_when {
         v.push(("Proceed", "green", format!("start the phase only when {}", code(&e.source))));
     }
+    if let Some(e) = &g.fail_when {
+        v.push((
+            "Fail",
+            "red",
+            format!(
+                "a measurement fails when {}; over {} failure(s) the target fails",
+                code(&e.source),
+                g.failure_limit
+            ),
+        ));
+    }
+    if let Some(n) = g.count {
+        v.push((
+            "Analysis",
+            "yellow",
+            format!(
+                "{n} measurement(s), one every {}; over {} inconclusive result(s) a human decides",
+                crate::duration::format(g.interval),
+                g.inconclusive_limit
+            ),
+        ));
+    }
     if let Some(e) = &g.pause_when {
         v.push(("Pause / throttle", "yellow", format!("no new step while {}", code(&e.source))));
     }
@@ -174,6 +196,12 @@ pub fn runbook(plan: &Plan) -> String {
             w.join(" → "),
             plan.max_fail_percent
         );
+        if let Some(e) = &plan.wave_gate.proceed_when {
+            let _ = writeln!(o, "- The next wave starts only when {}.", code(&e.source));
+        }
+        if let Some(e) = &plan.wave_gate.fail_when {
+            let _ = writeln!(o, "- A wave fails (the ramp stops) when {}.", code(&e.source));
+        }
     }
     if let Some(s) = &plan.select {
         let _ = writeln!(o, "- Applies to targets where {}.", code(&s.source));

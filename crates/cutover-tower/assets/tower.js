@@ -85,6 +85,7 @@
     if (!b) return;
     if (b.dataset.action) post(`/api/runs/${run}/${b.dataset.action}`);
     else if (b.dataset.targetAction) post(`/api/runs/${run}/targets/${encodeURIComponent(b.dataset.target)}/${b.dataset.targetAction}`);
+    else if (b.dataset.approve) post(`/api/runs/${run}/steps/${encodeURIComponent(b.dataset.approve)}/approve`, { target: b.dataset.target });
     else if (b.dataset.tick) post(`/api/runs/${run}/checks/${encodeURIComponent(b.dataset.tick)}/tick`, { ok: b.dataset.ok === "true" });
   });
 })();

@@ -115,10 +115,9 @@ pub async fn stream(
     authorize_read(&t, &headers, &q)?;
     t.engine.store().run(&run)?;
     // Start after what the page already shows.
-    let start = q
-        .get("after")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| t.engine.store().events(&run, 0).ok().and_then(|e| e.last().map(|x| x.id)).unwrap_or(0));
+    let start = q.get("after").and_then(|a| a.parse().ok()).unwrap_or_else(|| {
+        t.engine.store().last_events(&run, 1).ok().and_then(|e| e.last().map(|x| x.id)).unwrap_or(0)
+    });
     let engine = t.engine.clone();
     let s = futures_util::stream::unfold(
         (engine, run, start, Vec::<SseEvent>::new()),
@@ -265,7 +264,10 @@ pub async fn approve(
     let body = body.map(|Json(b)| b).unwrap_or_default();
     match cutover_engine::control::approve(&t.engine, &run, &step, body.target.as_deref(), &who, body.note.as_deref())?
     {
-        Ok(targets) => Ok(Json(json!({ "run": run, "step": step, "approved": targets, "by": who }))),
+        Ok(targets) => {
+            let message = format!("approved `{step}` for {}", targets.join(", "));
+            Ok(Json(json!({ "run": run, "step": step, "approved": targets, "by": who, "message": message })))
+        }
         Err(why) => Err(AppError::new(StatusCode::CONFLICT, why)),
     }
 }

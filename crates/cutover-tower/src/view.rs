@@ -77,6 +77,8 @@ pub struct TargetCell {
     pub step: Option<String>,
     pub message: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Running at an approve step: waiting for a person's go.
+    pub awaiting_approval: bool,
 }
 
 pub fn colour(s: Status) -> &'static str {
@@ -133,13 +135,30 @@ pub fn snapshot(engine: &Engine, run: &str) -> Result<serde_json::Value, cutover
 }
 
 /// Everything the run page shows, at this moment.
+/// The event kinds the run page is drawn from, besides its timeline.
+const VIEW_KINDS: &[&str] = &[
+    "phase_completed",
+    "phase_started",
+    "step_progress",
+    "gate_waiting",
+    "gate_measured",
+    "gate_passed",
+    "gate_failed",
+    "gate_inconclusive",
+    "target_throttled",
+    "throttle_cleared",
+];
+
 pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDetail, cutover_engine::EngineError> {
     let store = engine.store();
     let rec = store.run(run)?;
     let plan = engine.load_plan(&rec).ok();
     let targets = store.targets(run)?;
     let now = now_ms();
-    let all_events = store.events(run, 0)?;
+    // Only the events the page reads: the timeline's last ones and the kinds
+    // that phases, gates and progress are drawn from (not all of a 10,000-target run's).
+    let all_events = store.events_of_kinds(run, VIEW_KINDS)?;
+    let timeline = store.last_events(run, events_limit)?;
 
     let mut counts = BTreeMap::new();
     for s in TargetState::ALL {
@@ -210,7 +229,13 @@ pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDeta
             let progress = (t.state == TargetState::Running)
                 .then(|| step_progress(&progress_events, &t.name, t.step.as_deref(), now))
                 .flatten();
+            let awaiting_approval = t.state == TargetState::Running
+                && t.step
+                    .as_deref()
+                    .and_then(|s| plan.as_ref()?.step(s))
+                    .is_some_and(|s| matches!(s.kind, cutover_plan::StepKind::Approve(_)));
             TargetCell {
+                awaiting_approval,
                 progress,
                 name: t.name.clone(),
                 state: t.state,
@@ -222,7 +247,6 @@ pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDeta
         })
         .collect();
     let driven_by = engine.live_holder(run)?.map(|l| format!("process {} on {}", l.pid, l.host));
-    let skip = all_events.len().saturating_sub(events_limit);
     Ok(RunDetail {
         id: rec.id,
         plan: rec.plan_name,
@@ -236,7 +260,7 @@ pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDeta
         checks,
         targets: cells,
         labels,
-        events: all_events.into_iter().skip(skip).rev().collect(),
+        events: timeline.into_iter().rev().collect(),
         generated_at: cutover_engine::model::now(),
     })
 }
@@ -265,15 +289,25 @@ fn step_progress(
 fn held_at(events: &[Event], phase: &str) -> Vec<String> {
     let mut last: BTreeMap<&str, &Event> = BTreeMap::new();
     for e in events.iter().filter(|e| {
-        matches!(e.kind.as_str(), "gate_waiting" | "gate_passed" | "target_throttled" | "throttle_cleared")
-            && e.data["phase"] == phase
+        matches!(
+            e.kind.as_str(),
+            "gate_waiting"
+                | "gate_measured"
+                | "gate_passed"
+                | "gate_failed"
+                | "gate_inconclusive"
+                | "target_throttled"
+                | "throttle_cleared"
+        ) && e.data["phase"] == phase
     }) {
         if let Some(t) = e.target.as_deref() {
             last.insert(t, e);
         }
     }
     last.into_iter()
-        .filter(|(_, e)| matches!(e.kind.as_str(), "gate_waiting" | "target_throttled") && e.data["phase"] == phase)
+        .filter(|(_, e)| {
+            matches!(e.kind.as_str(), "gate_waiting" | "gate_measured" | "target_throttled") && e.data["phase"] == phase
+        })
         .map(|(t, e)| format!("{t}: {}", e.message))
         .collect()
 }

@@ -1070,7 +1070,9 @@ async fn run_attempts(
             if !is_approve {
                 return std::future::pending::<()>().await;
             }
-            while !shared.pause.load(Ordering::SeqCst) {
+            // An approval already given wins over a pause that came after it.
+            let approved = || shared.store().approval(&shared.run_id, &target, &step.name).ok().flatten().is_some();
+            while !shared.pause.load(Ordering::SeqCst) || approved() {
                 tokio::time::sleep(POLL).await;
             }
         };

@@ -67,6 +67,10 @@ pub trait Store: Send + Sync {
     fn events(&self, run: &str, after: i64) -> Result<Vec<Event>>;
     /// The first `n` events of a run.
     fn first_events(&self, run: &str, n: usize) -> Result<Vec<Event>>;
+    /// The last `n` events of a run, oldest first.
+    fn last_events(&self, run: &str, n: usize) -> Result<Vec<Event>>;
+    /// A run's events of these kinds, oldest first.
+    fn events_of_kinds(&self, run: &str, kinds: &[&str]) -> Result<Vec<Event>>;
 
     /// Takes the run's lease if it is free, expired, or held by `lease.holder`;
     /// otherwise returns the current holder.

@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS events (
     data_json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
+CREATE INDEX IF NOT EXISTS events_kind ON events(run_id, kind, id);
 CREATE TABLE IF NOT EXISTS leases (
     run_id TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
@@ -461,6 +462,28 @@ impl Store for SqliteStore {
             params![run, n as i64],
             event_row,
         )
+    }
+
+    fn last_events(&self, run: &str, n: usize) -> Result<Vec<Event>> {
+        let mut v = self.all(
+            "SELECT id, run_id, ts, target, step, kind, message, data_json FROM events WHERE run_id = ?1 ORDER BY id DESC LIMIT ?2",
+            params![run, n as i64],
+            event_row,
+        )?;
+        v.reverse();
+        Ok(v)
+    }
+
+    fn events_of_kinds(&self, run: &str, kinds: &[&str]) -> Result<Vec<Event>> {
+        if kinds.is_empty() {
+            return Ok(vec![]);
+        }
+        let marks = vec!["?"; kinds.len()].join(", ");
+        let sql = format!(
+            "SELECT id, run_id, ts, target, step, kind, message, data_json FROM events WHERE run_id = ? AND kind IN ({marks}) ORDER BY id"
+        );
+        let values: Vec<&str> = std::iter::once(run).chain(kinds.iter().copied()).collect();
+        self.all(&sql, rusqlite::params_from_iter(values), event_row)
     }
 
     fn acquire_lease(&self, run: &str, l: &Lease) -> Result<std::result::Result<(), Lease>> {

@@ -174,7 +174,13 @@ fn a_real_browser_sees_the_check_turn_green_and_pauses_the_run() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/node_modules/playwright-core");
     assert!(node_modules.exists(), "playwright-core is missing: run scripts/install-test-deps");
     let w = Work::new();
-    w.write("plan.toml", PLAN);
+    // The target waits for an approval first, given with the page's button.
+    let plan = PLAN.replace(
+        "[[phases.steps]]\nname = \"first\"",
+        "[[phases.steps]]\nname = \"go-ahead\"\nkind = \"approve\"\n[[phases.steps]]\nname = \"first\"",
+    );
+    assert!(plan.contains("go-ahead"));
+    w.write("plan.toml", &plan);
     w.write("gate.txt", "closed");
     let mut run = w.spawn(&["run", "plan.toml"]);
     wait_until(20, "the run to start", || {
@@ -198,6 +204,7 @@ fn a_real_browser_sees_the_check_turn_green_and_pauses_the_run() {
     assert_eq!(next(), "RED");
     w.write("gate.txt", "open");
     assert_eq!(next(), "GREEN");
+    assert_eq!(next(), "APPROVED");
     assert_eq!(next(), "PAUSE");
     w.write("go", "");
     assert_eq!(next(), "PAUSED");
@@ -207,5 +214,7 @@ fn a_real_browser_sees_the_check_turn_green_and_pauses_the_run() {
     eprintln!("screenshot: {}", shot.display());
     let k = kinds(&w.events(&id));
     assert!(k.contains(&"operator_pause".to_string()));
+    let approved = w.events(&id).into_iter().find(|e| e["kind"] == "approved").expect("approved through the page");
+    assert!(approved["message"].as_str().unwrap_or("").starts_with("browser-test via the tower"), "{approved}");
     stop(server);
 }
