@@ -73,6 +73,9 @@ pub struct Engine {
     events: broadcast::Sender<Event>,
     holder: String,
     redactor: Redactor,
+    /// Plans parsed from the store, by run: a run's plan text and targets
+    /// never change, and a 10,000-target inventory takes a while to parse.
+    plans: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<cutover_plan::Plan>>>>,
 }
 
 impl Engine {
@@ -86,6 +89,7 @@ impl Engine {
             events,
             holder: format!("{}:{}:{nanos}", hostname(), std::process::id()),
             redactor: Redactor::default(),
+            plans: Arc::default(),
         }
     }
 
@@ -176,6 +180,17 @@ impl Engine {
             .map_err(|e| EngineError::Other(format!("the targets recorded for run {} are unreadable: {e}", rec.id)))?;
         cutover_plan::load_str(&rec.plan_path, &rec.plan_text, Path::new(&rec.plan_dir), Some(targets))
             .map_err(|diags| EngineError::Plan { run: rec.id.clone(), diags })
+    }
+
+    /// The run's plan, parsed once per process (for readers such as the tower).
+    pub fn plan_of(&self, rec: &RunRecord) -> Result<Arc<cutover_plan::Plan>, EngineError> {
+        let cached = self.plans.lock().unwrap_or_else(|p| p.into_inner()).get(&rec.id).cloned();
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let plan = Arc::new(self.load_plan(rec)?);
+        self.plans.lock().unwrap_or_else(|p| p.into_inner()).insert(rec.id.clone(), plan.clone());
+        Ok(plan)
     }
 
     /// Drives a run until all its targets are done, or it is paused or aborted.

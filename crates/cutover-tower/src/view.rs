@@ -152,7 +152,7 @@ const VIEW_KINDS: &[&str] = &[
 pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDetail, cutover_engine::EngineError> {
     let store = engine.store();
     let rec = store.run(run)?;
-    let plan = engine.load_plan(&rec).ok();
+    let plan = engine.plan_of(&rec).ok();
     let targets = store.targets(run)?;
     let now = now_ms();
     // Only the events the page reads: the timeline's last ones and the kinds
