@@ -24,6 +24,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
 
 mod bytes_param;
+pub mod preflight;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {

@@ -299,7 +299,8 @@ impl PgCluster {
             let log_before = fs::metadata(&self.log_path).map_or(0, |m| m.len());
             let options = format!(
                 "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
+                 -c max_prepared_transactions=10",
                 self.socket_dir.display()
             );
             let mut cmd = self.tool("pg_ctl");
