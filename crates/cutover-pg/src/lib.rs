@@ -114,6 +114,13 @@ pub async fn connect(dsn: &str, timeout: Duration) -> Result<Client, PgError> {
     Ok(client)
 }
 
+/// The server's major version (13, 15…).
+pub async fn server_major(client: &Client) -> Result<u32, PgError> {
+    let row =
+        client.query_one("SELECT current_setting('server_version_num')::int", &[]).await.map_err(PgError::query)?;
+    Ok((row.get::<_, i32>(0) / 10000) as u32)
+}
+
 /// Runs statements in order, each with its text parameters (sent as text, so
 /// the server parses them to whatever type the statement wants), optionally
 /// in one transaction. Returns the outputs: the first row of the last

@@ -367,6 +367,19 @@ impl Builder<'_> {
                 probe: node.get("probe").and_then(|p| self.step(p)).map(Box::new),
             }),
             "approve" => StepKind::Approve(ApproveStep { message: self.template(node, "message") }),
+            "pg.preflight" => StepKind::PgPreflight(PgPreflightStep {
+                dsn: self
+                    .template(node, "dsn")
+                    .unwrap_or(Template { source: "{{ vars.dsn }}".into(), pos: self.pos(node.span) }),
+                target_dsn: self.template(node, "target_dsn"),
+                target_version: self.u32(node, "target_version"),
+                ignore: node
+                    .get("ignore")
+                    .and_then(Node::as_array)
+                    .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
+                fail_on: self.str(node, "fail_on").unwrap_or_else(|| "blocker".into()),
+            }),
             "block" => {
                 StepKind::Block(BlockStep { steps: self.steps(node, "steps"), finally: self.steps(node, "finally") })
             }
@@ -376,7 +389,8 @@ impl Builder<'_> {
         // it after a crash is safe. Anything else is assumed to have effects.
         let default_idempotent = match &kind {
             StepKind::Sql(s) => s.transaction,
-            StepKind::Wait(_) | StepKind::Block(_) | StepKind::Approve(_) => true,
+            // A preflight only reads.
+            StepKind::Wait(_) | StepKind::Block(_) | StepKind::Approve(_) | StepKind::PgPreflight(_) => true,
             _ => false,
         };
         Some(Step {

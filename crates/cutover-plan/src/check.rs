@@ -530,6 +530,22 @@ fn check_step(
                 check_template(m, &refs, diags);
             }
         }
+        StepKind::PgPreflight(p) => {
+            check_template(&p.dsn, &refs, diags);
+            if let Some(t) = &p.target_dsn {
+                check_template(t, &refs, diags);
+            }
+            if p.target_dsn.is_none() && p.target_version.is_none() {
+                diags.push(
+                    Diagnostic::new(
+                        step.pos.clone(),
+                        "missing-key",
+                        format!("pg.preflight step `{}` needs target_version or target_dsn", step.name),
+                    )
+                    .with_help("write target_version = 15, or target_dsn = \"{{ vars.new_dsn }}\" to compare with the new server"),
+                );
+            }
+        }
         StepKind::Block(b) => {
             if step.timeout.is_some() || step.retries > 0 {
                 diags.push(

@@ -202,6 +202,19 @@ pub enum StepKind {
     Wait(WaitStep),
     Approve(ApproveStep),
     Block(BlockStep),
+    PgPreflight(PgPreflightStep),
+}
+
+/// `pg.preflight`: what would fail or hurt when the database moves to
+/// another major version.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PgPreflightStep {
+    pub dsn: Template,
+    pub target_dsn: Option<Template>,
+    pub target_version: Option<u32>,
+    pub ignore: Vec<String>,
+    /// The lowest severity that fails the step: "blocker", "warning" or "info".
+    pub fail_on: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -218,6 +231,7 @@ impl StepKind {
             StepKind::Wait(_) => "wait",
             StepKind::Approve(_) => "approve",
             StepKind::Block(_) => "block",
+            StepKind::PgPreflight(_) => "pg.preflight",
         }
     }
 }

@@ -86,6 +86,13 @@ fn step_line(s: &Step, depth: usize, out: &mut String) {
             x.message.as_ref().map(|m| m.source.clone()).unwrap_or_else(|| "a human's go".into())
         ),
         StepKind::Block(_) => "block (its *finally* steps always run once it started)".into(),
+        StepKind::PgPreflight(x) => format!(
+            "PostgreSQL preflight of {} for version {} (fails on a {}{})",
+            code(&x.dsn.source),
+            x.target_version.map(|v| v.to_string()).unwrap_or_else(|| "of the target server".into()),
+            x.fail_on,
+            if x.ignore.is_empty() { String::new() } else { format!("; ignores {}", x.ignore.join(", ")) }
+        ),
     };
     let mut notes = vec![];
     if let Some(w) = &s.when {

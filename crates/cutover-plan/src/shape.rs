@@ -89,14 +89,18 @@ static STEPS: Ty = Ty::Array(&STEP);
 static STATUS_ARRAY: Ty = Ty::Array(&STATUS);
 
 /// The step kinds, in the order the docs list them.
-pub const STEP_KINDS: &[&str] = &["exec", "sql", "http", "wait", "approve", "block"];
+pub const STEP_KINDS: &[&str] = &["exec", "sql", "http", "wait", "approve", "block", "pg.preflight"];
 static STEP_KIND: Ty = Ty::Enum(STEP_KINDS);
 pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 static HTTP_METHOD: Ty = Ty::Enum(HTTP_METHODS);
 
 pub static STEP_COMMON: &[Field] = &[
     req("name", &STR, "The step's name, unique in the plan; later steps read its outputs as `outputs.<name>`."),
-    req("kind", &STEP_KIND, "What the step does: exec, sql, http, wait, approve or block."),
+    req(
+        "kind",
+        &STEP_KIND,
+        "What the step does: exec, sql, http, wait, approve, block, or a PostgreSQL operation (pg.preflight).",
+    ),
     f("description", &STR, "Free text for readers of the plan (shown in `cutover plan --output json`)."),
     f("when", &EXPR, "CEL condition over target, labels, vars and outputs; the step is skipped when false."),
     f("timeout", &DURATION, "Longest time one attempt may take (e.g. \"30s\")."),
@@ -155,6 +159,40 @@ pub static WAIT_FIELDS: &[Field] = &[
 pub static APPROVE_FIELDS: &[Field] =
     &[f("message", &TEMPLATE, "What the approver should check before approving, shown in the tower and the CLI.")];
 
+/// The rules of `pg.preflight` (cutover-pg runs them; a test keeps the lists equal).
+pub const PREFLIGHT_RULES: &[&str] = &[
+    "md5-passwords",
+    "index-row-size",
+    "extensions",
+    "unlogged-tables",
+    "large-objects",
+    "reg-types",
+    "invalid-indexes",
+    "prepared-transactions",
+    "replication-slots",
+    "tablespaces",
+    "sequences-near-max",
+];
+static PREFLIGHT_RULE: Ty = Ty::Enum(PREFLIGHT_RULES);
+static PREFLIGHT_RULE_ARRAY: Ty = Ty::Array(&PREFLIGHT_RULE);
+static SEVERITY: Ty = Ty::Enum(&["blocker", "warning", "info"]);
+static PG_MAJOR: Ty = Ty::Int(9, 99);
+pub static PG_PREFLIGHT_FIELDS: &[Field] = &[
+    f(
+        "dsn",
+        &TEMPLATE,
+        "The database to check (default \"{{ vars.dsn }}\"); connect as a superuser to check password hashes.",
+    ),
+    f("target_dsn", &TEMPLATE, "A database on the new server, to compare extensions and password hashing with."),
+    f("target_version", &PG_MAJOR, "The new major version (default: the target server's, from target_dsn)."),
+    f(
+        "ignore",
+        &PREFLIGHT_RULE_ARRAY,
+        "Rules not to run, e.g. [\"md5-passwords\"] once clients are known to do SCRAM.",
+    ),
+    f("fail_on", &SEVERITY, "The lowest severity that fails the step: blocker (default), warning or info."),
+];
+
 pub static BLOCK_FIELDS: &[Field] = &[
     req("steps", &STEPS, "The steps of the block, in order."),
     f("finally", &STEPS, "Steps that always run once the block has started, even after a failure or an abort."),
@@ -170,6 +208,7 @@ pub static STEP_KINDED: Kinded = Kinded {
         ("wait", WAIT_FIELDS),
         ("approve", APPROVE_FIELDS),
         ("block", BLOCK_FIELDS),
+        ("pg.preflight", PG_PREFLIGHT_FIELDS),
     ],
 };
 

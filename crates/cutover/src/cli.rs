@@ -214,9 +214,48 @@ pub enum Command {
         out: PathBuf,
     },
 
+    /// PostgreSQL operations run on their own, outside a plan (the same code
+    /// as the plan's pg.* steps).
+    #[command(subcommand)]
+    Pg(PgCommand),
+
     /// Print shell completions.
     #[command(after_help = "Example:\n  cutover completions bash > ~/.local/share/bash-completion/completions/cutover")]
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PgCommand {
+    /// Find what would fail or hurt when a database moves to another major
+    /// version, before any downtime: md5 passwords against a SCRAM server,
+    /// btree entries over 2704 bytes, extensions missing on the new server,
+    /// unlogged tables, large objects, reg* columns, invalid indexes,
+    /// prepared transactions, replication slots, tablespaces, sequences near
+    /// their end. Read-only. Exit status 1 when a finding reaches --fail-on.
+    #[command(after_help = "Examples:\n  \
+        CUTOVER_SOURCE_DSN=postgres://postgres@old-db/shop cutover pg preflight --target-version 15\n  \
+        cutover pg preflight --source postgres://postgres@old-db/shop --target postgres://postgres@new-db/postgres\n  \
+        cutover pg preflight --source … --target-version 15 --ignore md5-passwords --output json\n\n\
+        Rules: md5-passwords, index-row-size, extensions, unlogged-tables, large-objects, reg-types,\n\
+        invalid-indexes, prepared-transactions, replication-slots, tablespaces, sequences-near-max.\n\
+        Connect as a superuser: password hashes live in pg_authid.")]
+    Preflight {
+        /// The database to move (a DSN; prefer the environment variable, which `ps` does not show).
+        #[arg(long, env = "CUTOVER_SOURCE_DSN", hide_env_values = true)]
+        source: String,
+        /// A database on the new server, to compare extensions and settings with.
+        #[arg(long, env = "CUTOVER_TARGET_DSN", hide_env_values = true)]
+        target: Option<String>,
+        /// The new major version (default: the target server's).
+        #[arg(long, required_unless_present = "target")]
+        target_version: Option<u32>,
+        /// Do not run this rule (repeat for several).
+        #[arg(long, value_name = "RULE")]
+        ignore: Vec<String>,
+        /// The lowest severity that fails: blocker (default), warning or info.
+        #[arg(long, default_value = "blocker", value_parser = ["blocker", "warning", "info"])]
+        fail_on: String,
+    },
 }
 
 pub fn completions(shell: clap_complete::Shell) {

@@ -4,6 +4,7 @@
 mod cli;
 mod control;
 mod output;
+mod pg;
 mod run;
 mod serve;
 mod show;
@@ -65,6 +66,9 @@ async fn dispatch(args: cli::Cli) -> i32 {
             watch::approve(&args.state, &run, &step, target, note, out)
         }
         cli::Command::Docs { plan, out: dir } => show::docs(&plan, &dir, out),
+        cli::Command::Pg(cli::PgCommand::Preflight { source, target, target_version, ignore, fail_on }) => {
+            pg::preflight(&source, target.as_deref(), target_version, &ignore, &fail_on, out).await
+        }
         cli::Command::Completions { shell } => {
             cli::completions(shell);
             Ok(0)

@@ -204,6 +204,11 @@ fn describe(
             x.message.as_ref().map(|m| render(m, ctx, r)).unwrap_or_else(|| "a human's go".into())
         ),
         StepKind::Block(_) => "block".to_string(),
+        StepKind::PgPreflight(x) => format!(
+            "pg.preflight: {} for PostgreSQL {}",
+            cutover_pg_describe(&render(&x.dsn, ctx, r)),
+            x.target_version.map(|v| v.to_string()).unwrap_or_else(|| "(the target server's)".into())
+        ),
     };
     let mut flags = vec![];
     if let Some(w) = &s.when {

@@ -5,6 +5,7 @@
 mod approve;
 mod exec;
 mod http;
+mod pg_preflight;
 mod sql;
 mod wait;
 
@@ -115,6 +116,7 @@ pub fn execute<'a>(
             StepKind::Http(s) => http::run(s, ctx).await,
             StepKind::Wait(s) => wait::run(s, ctx).await,
             StepKind::Approve(s) => approve::run(s, ctx).await,
+            StepKind::PgPreflight(s) => pg_preflight::run(s, ctx).await,
             StepKind::Block(_) => Err(StepError::Failed("a block is run by the runner, not as one step".into())),
         }
     })

@@ -10,6 +10,7 @@ mod fleet;
 mod gates;
 mod lifecycle;
 mod notify;
+mod pg;
 mod secrets;
 mod tower;
 mod watch;

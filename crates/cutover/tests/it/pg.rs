@@ -1,0 +1,111 @@
+//! `cutover pg preflight` and the `pg.preflight` step, PostgreSQL 13 → 15.
+
+use crate::support::*;
+use cutover_testkit::{shared, unique_db_name};
+
+/// A PostgreSQL 13 database with a blocker (a btree entry over 2704 bytes,
+/// left as an invalid index) and warnings (an unlogged table, a large object).
+fn trap_db() -> String {
+    let src = shared(13);
+    let db = unique_db_name("trap");
+    src.create_database(&db).expect("db");
+    src.psql(
+        &db,
+        "CREATE TABLE docs (id int PRIMARY KEY, body text);
+         INSERT INTO docs SELECT 1, string_agg(md5(g::text), '') FROM generate_series(1, 100) g;
+         CREATE UNLOGGED TABLE cache (k text);
+         SELECT lo_create(0);",
+    )
+    .expect("schema");
+    assert!(src.psql(&db, "CREATE INDEX CONCURRENTLY docs_body ON docs (body);").is_err());
+    src.dsn(&db)
+}
+
+#[test]
+fn the_preflight_command_reports_blockers_and_exits_by_severity() {
+    let w = Work::new();
+    let source = trap_db();
+    let target = shared(15).dsn("postgres");
+    let o = w.run(&["pg", "preflight", "--source", &source, "--target", &target]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("(PostgreSQL 13.") && out.contains("→ 15): 1 blocker(s), 3 warning(s)"), "{out}");
+    assert!(out.contains("BLOCKER  index-row-size:") && out.contains("- public.docs.docs_body (1 row(s)"), "{out}");
+    assert!(out.contains("fix: Shorten the values"), "{out}");
+
+    let j = w.json(&["pg", "preflight", "--source", &source, "--target-version", "15"]);
+    let rules: Vec<&str> =
+        j["findings"].as_array().expect("findings").iter().filter_map(|f| f["rule"].as_str()).collect();
+    assert_eq!(rules, ["index-row-size", "unlogged-tables", "large-objects", "invalid-indexes"]);
+    assert_eq!(j["findings"][0]["severity"], "blocker");
+
+    let ignore = ["--ignore", "index-row-size", "--ignore", "invalid-indexes"];
+    let base = ["pg", "preflight", "--source", &source, "--target-version", "15"];
+    assert_eq!(code(&w.run(&[&base[..], &ignore[..]].concat())), 0, "warnings alone pass");
+    assert_eq!(code(&w.run(&[&base[..], &ignore[..], &["--fail-on", "warning"]].concat())), 1);
+
+    // Bad input: one sentence, exit 2, no password.
+    let o = w.run(&["pg", "preflight", "--source", "postgres://u:s3cret-pw@127.0.0.1:1/x", "--target-version", "15"]);
+    assert_eq!(code(&o), 2);
+    let err = text(&o.stderr);
+    assert!(err.starts_with("error: cannot connect to 127.0.0.1:1/x") && !err.contains("s3cret-pw"), "{err}");
+    let o = w.run(&["pg", "preflight", "--source", &source, "--target-version", "15", "--ignore", "nope"]);
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("there is no preflight rule `nope`"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn a_preflight_step_keeps_a_trapped_database_out_and_lets_a_clean_one_through() {
+    let w = Work::new();
+    let src = shared(13);
+    let clean = unique_db_name("clean");
+    src.create_database(&clean).expect("db");
+    src.psql(&clean, "CREATE TABLE t (id serial PRIMARY KEY, v text);").expect("schema");
+    let plan = format!(
+        r#"name = "preflight"
+[[targets]]
+name = "clean"
+vars = {{ dsn = "{}" }}
+[[targets]]
+name = "trapped"
+vars = {{ dsn = "{}" }}
+[[phases]]
+name = "check"
+[[phases.steps]]
+name = "preflight"
+kind = "pg.preflight"
+target_dsn = "{}"
+[[phases]]
+name = "window"
+[[phases.steps]]
+name = "switch"
+kind = "exec"
+command = "touch switched-{{{{ name }}}}"
+"#,
+        src.dsn(&clean),
+        trap_db(),
+        shared(15).dsn("postgres")
+    );
+    w.write("p.toml", &plan);
+    let o = w.run(&["run", "p.toml"]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    let run = w.run_id();
+    assert_eq!(w.target_state(&run, "clean"), "succeeded");
+    assert_eq!(w.target_state(&run, "trapped"), "failed");
+    assert!(w.file("switched-clean").exists() && !w.file("switched-trapped").exists());
+    let ev = w.events(&run);
+    let failed = ev.iter().find(|e| e["kind"] == "step_failed" && e["target"] == "trapped").expect("failed");
+    assert!(
+        failed["message"].as_str().unwrap_or("").contains(
+            "preflight found 1 blocker(s), 3 warning(s), 0 info: blocker index-row-size: public.docs.docs_body"
+        ),
+        "{failed}"
+    );
+    let reports = ev.iter().filter(|e| e["kind"] == "preflight_report").count();
+    assert_eq!(reports, 2, "each target's report is on record");
+    // A preflight without a version to check against is refused.
+    w.write("q.toml", "name = \"q\"\n[[targets]]\nname = \"a\"\nvars = { dsn = \"x\" }\n[[phases]]\nname = \"p\"\n[[phases.steps]]\nname = \"pf\"\nkind = \"pg.preflight\"\n");
+    let o = w.run(&["validate", "q.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("needs target_version or target_dsn"), "{}", text(&o.stderr));
+}
