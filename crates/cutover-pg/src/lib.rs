@@ -25,6 +25,7 @@ use tokio_postgres::{Client, NoTls, Row};
 
 mod bytes_param;
 pub mod preflight;
+pub mod verify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {

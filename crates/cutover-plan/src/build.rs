@@ -380,6 +380,14 @@ impl Builder<'_> {
                     .unwrap_or_default(),
                 fail_on: self.str(node, "fail_on").unwrap_or_else(|| "blocker".into()),
             }),
+            "pg.verify" => StepKind::PgVerify(PgVerifyStep {
+                dsn: self
+                    .template(node, "dsn")
+                    .unwrap_or(Template { source: "{{ vars.dsn }}".into(), pos: self.pos(node.span) }),
+                target_dsn: self
+                    .template(node, "target_dsn")
+                    .unwrap_or(Template { source: String::new(), pos: self.pos(node.span) }),
+            }),
             "block" => {
                 StepKind::Block(BlockStep { steps: self.steps(node, "steps"), finally: self.steps(node, "finally") })
             }
@@ -390,7 +398,11 @@ impl Builder<'_> {
         let default_idempotent = match &kind {
             StepKind::Sql(s) => s.transaction,
             // A preflight only reads.
-            StepKind::Wait(_) | StepKind::Block(_) | StepKind::Approve(_) | StepKind::PgPreflight(_) => true,
+            StepKind::Wait(_)
+            | StepKind::Block(_)
+            | StepKind::Approve(_)
+            | StepKind::PgPreflight(_)
+            | StepKind::PgVerify(_) => true,
             _ => false,
         };
         Some(Step {

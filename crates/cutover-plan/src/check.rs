@@ -530,6 +530,10 @@ fn check_step(
                 check_template(m, &refs, diags);
             }
         }
+        StepKind::PgVerify(v) => {
+            check_template(&v.dsn, &refs, diags);
+            check_template(&v.target_dsn, &refs, diags);
+        }
         StepKind::PgPreflight(p) => {
             check_template(&p.dsn, &refs, diags);
             if let Some(t) = &p.target_dsn {

@@ -203,6 +203,14 @@ pub enum StepKind {
     Approve(ApproveStep),
     Block(BlockStep),
     PgPreflight(PgPreflightStep),
+    PgVerify(PgVerifyStep),
+}
+
+/// `pg.verify`: compare a database with its copy.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PgVerifyStep {
+    pub dsn: Template,
+    pub target_dsn: Template,
 }
 
 /// `pg.preflight`: what would fail or hurt when the database moves to
@@ -232,6 +240,7 @@ impl StepKind {
             StepKind::Approve(_) => "approve",
             StepKind::Block(_) => "block",
             StepKind::PgPreflight(_) => "pg.preflight",
+            StepKind::PgVerify(_) => "pg.verify",
         }
     }
 }

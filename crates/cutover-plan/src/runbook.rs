@@ -86,6 +86,11 @@ fn step_line(s: &Step, depth: usize, out: &mut String) {
             x.message.as_ref().map(|m| m.source.clone()).unwrap_or_else(|| "a human's go".into())
         ),
         StepKind::Block(_) => "block (its *finally* steps always run once it started)".into(),
+        StepKind::PgVerify(x) => format!(
+            "PostgreSQL verify: {} against its copy {} (row counts, checksums, sequences, objects)",
+            code(&x.dsn.source),
+            code(&x.target_dsn.source)
+        ),
         StepKind::PgPreflight(x) => format!(
             "PostgreSQL preflight of {} for version {} (fails on a {}{})",
             code(&x.dsn.source),

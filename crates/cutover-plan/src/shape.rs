@@ -89,7 +89,7 @@ static STEPS: Ty = Ty::Array(&STEP);
 static STATUS_ARRAY: Ty = Ty::Array(&STATUS);
 
 /// The step kinds, in the order the docs list them.
-pub const STEP_KINDS: &[&str] = &["exec", "sql", "http", "wait", "approve", "block", "pg.preflight"];
+pub const STEP_KINDS: &[&str] = &["exec", "sql", "http", "wait", "approve", "block", "pg.preflight", "pg.verify"];
 static STEP_KIND: Ty = Ty::Enum(STEP_KINDS);
 pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 static HTTP_METHOD: Ty = Ty::Enum(HTTP_METHODS);
@@ -99,7 +99,7 @@ pub static STEP_COMMON: &[Field] = &[
     req(
         "kind",
         &STEP_KIND,
-        "What the step does: exec, sql, http, wait, approve, block, or a PostgreSQL operation (pg.preflight).",
+        "What the step does: exec, sql, http, wait, approve, block, or a PostgreSQL operation (pg.preflight, pg.verify).",
     ),
     f("description", &STR, "Free text for readers of the plan (shown in `cutover plan --output json`)."),
     f("when", &EXPR, "CEL condition over target, labels, vars and outputs; the step is skipped when false."),
@@ -193,6 +193,11 @@ pub static PG_PREFLIGHT_FIELDS: &[Field] = &[
     f("fail_on", &SEVERITY, "The lowest severity that fails the step: blocker (default), warning or info."),
 ];
 
+pub static PG_VERIFY_FIELDS: &[Field] = &[
+    f("dsn", &TEMPLATE, "The original database (default \"{{ vars.dsn }}\")."),
+    req("target_dsn", &TEMPLATE, "Its copy, on the new server."),
+];
+
 pub static BLOCK_FIELDS: &[Field] = &[
     req("steps", &STEPS, "The steps of the block, in order."),
     f("finally", &STEPS, "Steps that always run once the block has started, even after a failure or an abort."),
@@ -209,6 +214,7 @@ pub static STEP_KINDED: Kinded = Kinded {
         ("approve", APPROVE_FIELDS),
         ("block", BLOCK_FIELDS),
         ("pg.preflight", PG_PREFLIGHT_FIELDS),
+        ("pg.verify", PG_VERIFY_FIELDS),
     ],
 };
 

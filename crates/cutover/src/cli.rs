@@ -226,6 +226,22 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum PgCommand {
+    /// Compare a database with its copy on another server: every table's row
+    /// count and an order-independent checksum computed in the database,
+    /// sequences' values, and object counts (tables, views, indexes,
+    /// constraints, functions, triggers, extensions). Read-only. Exit status
+    /// 1 when anything differs; each difference is named.
+    #[command(after_help = "Example:\n  \
+        CUTOVER_SOURCE_DSN=postgres://postgres@old-db/shop CUTOVER_TARGET_DSN=postgres://postgres@new-db/shop cutover pg verify")]
+    Verify {
+        /// The original database.
+        #[arg(long, env = "CUTOVER_SOURCE_DSN", hide_env_values = true)]
+        source: String,
+        /// Its copy.
+        #[arg(long, env = "CUTOVER_TARGET_DSN", hide_env_values = true)]
+        target: String,
+    },
+
     /// Find what would fail or hurt when a database moves to another major
     /// version, before any downtime: md5 passwords against a SCRAM server,
     /// btree entries over 2704 bytes, extensions missing on the new server,

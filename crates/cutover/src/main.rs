@@ -69,6 +69,7 @@ async fn dispatch(args: cli::Cli) -> i32 {
         cli::Command::Pg(cli::PgCommand::Preflight { source, target, target_version, ignore, fail_on }) => {
             pg::preflight(&source, target.as_deref(), target_version, &ignore, &fail_on, out).await
         }
+        cli::Command::Pg(cli::PgCommand::Verify { source, target }) => pg::verify(&source, &target, out).await,
         cli::Command::Completions { shell } => {
             cli::completions(shell);
             Ok(0)

@@ -68,3 +68,33 @@ pub async fn preflight(
     }
     Ok(if failing > 0 { 1 } else { 0 })
 }
+
+pub async fn verify(source: &str, target: &str, out: Output) -> anyhow::Result<i32> {
+    let src = cutover_pg::connect(source, CONNECT_TIMEOUT).await.map_err(usage)?;
+    let dst = cutover_pg::connect(target, CONNECT_TIMEOUT).await.map_err(usage)?;
+    let r = cutover_pg::verify::run(&src, &dst).await.map_err(|e| usage(format!("verify failed: {e}")))?;
+    match out {
+        Output::Json => output::json(&r)?,
+        Output::Text => {
+            println!(
+                "{} against {}: {} table(s), {} row(s), {} sequence(s) compared: {} difference(s)",
+                cutover_pg::describe(source),
+                cutover_pg::describe(target),
+                r.tables,
+                r.rows,
+                r.sequences,
+                r.differences.len()
+            );
+            if !r.differences.is_empty() {
+                let rows: Vec<Vec<String>> = r
+                    .differences
+                    .iter()
+                    .map(|d| vec![d.kind.to_string(), d.object.clone(), d.source.clone(), d.target.clone()])
+                    .collect();
+                println!();
+                output::table(&["KIND", "OBJECT", "SOURCE", "COPY"], &rows);
+            }
+        }
+    }
+    Ok(if r.differences.is_empty() { 0 } else { 1 })
+}

@@ -204,6 +204,11 @@ fn describe(
             x.message.as_ref().map(|m| render(m, ctx, r)).unwrap_or_else(|| "a human's go".into())
         ),
         StepKind::Block(_) => "block".to_string(),
+        StepKind::PgVerify(x) => format!(
+            "pg.verify: {} against {}",
+            cutover_pg_describe(&render(&x.dsn, ctx, r)),
+            cutover_pg_describe(&render(&x.target_dsn, ctx, r))
+        ),
         StepKind::PgPreflight(x) => format!(
             "pg.preflight: {} for PostgreSQL {}",
             cutover_pg_describe(&render(&x.dsn, ctx, r)),

@@ -6,6 +6,7 @@ mod approve;
 mod exec;
 mod http;
 mod pg_preflight;
+mod pg_verify;
 mod sql;
 mod wait;
 
@@ -117,6 +118,7 @@ pub fn execute<'a>(
             StepKind::Wait(s) => wait::run(s, ctx).await,
             StepKind::Approve(s) => approve::run(s, ctx).await,
             StepKind::PgPreflight(s) => pg_preflight::run(s, ctx).await,
+            StepKind::PgVerify(s) => pg_verify::run(s, ctx).await,
             StepKind::Block(_) => Err(StepError::Failed("a block is run by the runner, not as one step".into())),
         }
     })

@@ -2,6 +2,7 @@
 //! 15 as the target), one module per operation.
 
 mod preflight;
+mod verify;
 
 use std::time::Duration;
 

@@ -109,3 +109,38 @@ command = "touch switched-{{{{ name }}}}"
     assert_eq!(code(&o), 2);
     assert!(text(&o.stderr).contains("needs target_version or target_dsn"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn the_verify_step_passes_a_faithful_copy_and_the_command_names_a_difference() {
+    let w = Work::new();
+    let (src, dst) = (shared(13), shared(15));
+    let db = unique_db_name("verify");
+    src.create_database(&db).expect("db");
+    src.psql(&db, "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 200) g;")
+        .expect("schema");
+    dst.create_database(&db).expect("copy db");
+    let dump = std::process::Command::new(dst.bin_dir().join("pg_dump"))
+        .args(["-h", "127.0.0.1", "-p", &src.port().to_string(), "-U", "postgres", "-d", &db])
+        .output()
+        .expect("pg_dump");
+    dst.psql(&db, &String::from_utf8_lossy(&dump.stdout)).expect("restore");
+    w.write(
+        "p.toml",
+        &format!(
+            "name = \"verify\"\n[[targets]]\nname = \"a\"\nvars = {{ dsn = \"{}\", new_dsn = \"{}\" }}\n[[phases]]\nname = \"verify\"\n[[phases.steps]]\nname = \"verify\"\nkind = \"pg.verify\"\ntarget_dsn = \"{{{{ vars.new_dsn }}}}\"\n",
+            src.dsn(&db),
+            dst.dsn(&db)
+        ),
+    );
+    let o = w.run(&["run", "p.toml"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let ev = w.events(&w.run_id());
+    let report = ev.iter().find(|e| e["kind"] == "verify_report").expect("verify_report");
+    assert_eq!(report["data"]["rows"], 200);
+
+    dst.psql(&db, "UPDATE t SET v = 'changed' WHERE id = 7;").expect("corrupt");
+    let o = w.run(&["pg", "verify", "--source", &src.dsn(&db), "--target", &dst.dsn(&db)]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("1 difference(s)") && out.contains("public.t") && out.contains("different contents"), "{out}");
+}
