@@ -20,8 +20,9 @@
 use bytes_param::TextParam;
 use serde_json::{Map, Value};
 use std::time::Duration;
+pub use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{NoTls, Row};
 
 mod bytes_param;
 pub mod preflight;
@@ -114,6 +115,15 @@ pub async fn connect(dsn: &str, timeout: Duration) -> Result<Client, PgError> {
     });
     Ok(client)
 }
+
+/// Quotes an identifier for SQL text (identifiers cannot be bind parameters).
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A WHERE condition on `n.nspname` (pg_namespace aliased `n`) keeping the
+/// schemas users create objects in.
+pub(crate) const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
 
 /// The server's major version (13, 15…).
 pub async fn server_major(client: &Client) -> Result<u32, PgError> {

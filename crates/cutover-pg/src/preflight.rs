@@ -8,7 +8,7 @@
 //! missing on the new server; and what `pg_upgrade --check` and pgcopydb
 //! refuse or skip.
 
-use crate::PgError;
+use crate::{PgError, USER_SCHEMAS, quote_ident};
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -100,8 +100,6 @@ pub const BTREE_V4_MAX: i64 = 2704;
 /// Version 3 (PostgreSQL 11 and older, and indexes pg_upgrade carried over).
 pub const BTREE_V3_MAX: i64 = 2712;
 
-const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
-
 /// Runs every rule not in `ignore` against `source` (and `target` when
 /// given) for a move to `target_major`.
 pub async fn run(
@@ -159,11 +157,6 @@ async fn texts(c: &Client, sql: &str) -> Result<Vec<String>, PgError> {
 
 fn finding(rule: &'static str, severity: Severity, summary: String, objects: Vec<String>, fix: &str) -> Finding {
     Finding { rule, severity, summary, objects, remediation: fix.to_string() }
-}
-
-/// Quotes an identifier for SQL text (identifiers cannot be bind parameters).
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 async fn md5_passwords(source: &Client, target: Option<&Client>, target_major: u32) -> Result<Vec<Finding>, PgError> {

@@ -6,8 +6,7 @@
 //! form: it does not depend on row order or physical layout, so a copy
 //! with a different layout (another major version) compares equal.
 
-use crate::PgError;
-use crate::preflight::quote_ident;
+use crate::{PgError, USER_SCHEMAS, quote_ident};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
@@ -36,15 +35,13 @@ pub struct Report {
     pub differences: Vec<Difference>,
 }
 
-const USER: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
-
 /// Tables that hold rows (partitions, not their parents), by qualified name.
 async fn tables(c: &Client) -> Result<Vec<(String, String)>, PgError> {
     let rows = c
         .query(
             &format!(
                 "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind IN ('r', 'm') AND {USER} \
+                 WHERE c.relkind IN ('r', 'm') AND {USER_SCHEMAS} \
                  AND NOT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid \
                                  WHERE d.objid = c.oid AND d.deptype = 'e') ORDER BY 1, 2"
             ),
@@ -81,14 +78,14 @@ async fn sequences(c: &Client) -> Result<BTreeMap<String, String>, PgError> {
 /// How many objects of each kind the user schemas hold.
 async fn object_counts(c: &Client) -> Result<BTreeMap<String, i64>, PgError> {
     let q = format!(
-        "SELECT 'tables', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND {USER} \
-         UNION ALL SELECT 'views', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('v', 'm') AND {USER} \
-         UNION ALL SELECT 'indexes', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('i', 'I') AND {USER} \
-         UNION ALL SELECT 'sequences', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND {USER} \
-         UNION ALL SELECT 'constraints', count(*) FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace WHERE {USER} \
-         UNION ALL SELECT 'functions', count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER} \
+        "SELECT 'tables', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS} \
+         UNION ALL SELECT 'views', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('v', 'm') AND {USER_SCHEMAS} \
+         UNION ALL SELECT 'indexes', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('i', 'I') AND {USER_SCHEMAS} \
+         UNION ALL SELECT 'sequences', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND {USER_SCHEMAS} \
+         UNION ALL SELECT 'constraints', count(*) FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace WHERE {USER_SCHEMAS} \
+         UNION ALL SELECT 'functions', count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_SCHEMAS} \
             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') \
-         UNION ALL SELECT 'triggers', count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND {USER} \
+         UNION ALL SELECT 'triggers', count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND {USER_SCHEMAS} \
          UNION ALL SELECT 'extensions', count(*) FROM pg_extension"
     );
     let rows = c.query(&q, &[]).await.map_err(PgError::query)?;

@@ -18,6 +18,9 @@ use std::time::Duration;
 
 pub type Outputs = Map<String, Value>;
 
+/// How long a step waits for a PostgreSQL connection.
+pub const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a step attempt sees.
 pub struct StepCtx<'a> {
     pub run_id: &'a str,
@@ -97,6 +100,14 @@ impl StepCtx<'_> {
             // A closed channel means the step is ending: nothing to wait for.
             let _ = rx.wait_for(|held| !*held).await;
         }
+    }
+
+    /// Renders a DSN, registers its password with the redactor, connects.
+    pub async fn pg_connect(&self, t: &Template, what: &str) -> Result<(String, cutover_pg::Client), StepError> {
+        let dsn = self.render(t, what)?;
+        self.redactor.add_url_password(&dsn);
+        let client = cutover_pg::connect(&dsn, PG_CONNECT_TIMEOUT).await.map_err(|e| self.fail(e.to_string()))?;
+        Ok((dsn, client))
     }
 
     pub fn fail(&self, msg: impl AsRef<str>) -> StepError {

@@ -8,24 +8,11 @@ use crate::model::NewEvent;
 use cutover_pg::preflight::{self, Severity};
 use cutover_plan::PgPreflightStep;
 use serde_json::{Value, json};
-use std::time::Duration;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(s: &PgPreflightStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
-    let dsn = ctx.render(&s.dsn, "the dsn")?;
-    ctx.redactor.add_url_password(&dsn);
-    let target_dsn = match &s.target_dsn {
-        Some(t) => {
-            let d = ctx.render(t, "the target_dsn")?;
-            ctx.redactor.add_url_password(&d);
-            Some(d)
-        }
-        None => None,
-    };
-    let source = cutover_pg::connect(&dsn, CONNECT_TIMEOUT).await.map_err(|e| ctx.fail(e.to_string()))?;
-    let target = match &target_dsn {
-        Some(d) => Some(cutover_pg::connect(d, CONNECT_TIMEOUT).await.map_err(|e| ctx.fail(e.to_string()))?),
+    let (dsn, source) = ctx.pg_connect(&s.dsn, "the dsn").await?;
+    let target = match &s.target_dsn {
+        Some(t) => Some(ctx.pg_connect(t, "the target_dsn").await?.1),
         None => None,
     };
     let major = match (s.target_version, &target) {

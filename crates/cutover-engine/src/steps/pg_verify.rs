@@ -6,17 +6,10 @@ use super::{Outputs, StepCtx, StepError};
 use crate::model::NewEvent;
 use cutover_plan::PgVerifyStep;
 use serde_json::json;
-use std::time::Duration;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(s: &PgVerifyStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
-    let dsn = ctx.render(&s.dsn, "the dsn")?;
-    let target_dsn = ctx.render(&s.target_dsn, "the target_dsn")?;
-    ctx.redactor.add_url_password(&dsn);
-    ctx.redactor.add_url_password(&target_dsn);
-    let source = cutover_pg::connect(&dsn, CONNECT_TIMEOUT).await.map_err(|e| ctx.fail(e.to_string()))?;
-    let target = cutover_pg::connect(&target_dsn, CONNECT_TIMEOUT).await.map_err(|e| ctx.fail(e.to_string()))?;
+    let (_, source) = ctx.pg_connect(&s.dsn, "the dsn").await?;
+    let (_, target) = ctx.pg_connect(&s.target_dsn, "the target_dsn").await?;
     let r = cutover_pg::verify::run(&source, &target).await.map_err(|e| ctx.fail(format!("verify: {e}")))?;
     let diffs = serde_json::to_value(&r.differences).unwrap_or_default();
     let summary = format!(

@@ -2,11 +2,9 @@
 //! default. The outputs are the first row of the last statement, `rows` and
 //! `rows_affected`.
 
+use super::PG_CONNECT_TIMEOUT;
 use super::{Outputs, StepCtx, StepError};
 use cutover_plan::SqlStep;
-use std::time::Duration;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(s: &SqlStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
     let dsn = ctx.render(&s.dsn, "the dsn")?;
@@ -21,7 +19,7 @@ pub async fn run(s: &SqlStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
             .collect::<Result<Vec<_>, _>>()?;
         statements.push((st.sql.clone(), params));
     }
-    let client = cutover_pg::connect(&dsn, CONNECT_TIMEOUT).await.map_err(|e| ctx.fail(e.to_string()))?;
+    let client = cutover_pg::connect(&dsn, PG_CONNECT_TIMEOUT).await.map_err(|e| ctx.fail(e.to_string()))?;
     cutover_pg::run_statements(&client, &statements, s.transaction)
         .await
         .map_err(|e| ctx.fail(format!("on {}: {e}", cutover_pg::describe(&dsn))))
