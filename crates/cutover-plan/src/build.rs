@@ -194,6 +194,7 @@ impl Builder<'_> {
                 .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
                 .unwrap_or_default(),
             rollback: self.steps(node, "rollback"),
+            downtime: self.bool(node, "downtime").unwrap_or(false),
             gates: Gates {
                 proceed_when: self.expr(node, "proceed_when"),
                 pause_when: self.expr(node, "pause_when"),

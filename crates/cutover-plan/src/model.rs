@@ -96,6 +96,10 @@ pub struct Phase {
     pub checks: Vec<String>,
     pub gates: Gates,
     pub rollback: Vec<Step>,
+    /// Whether the phase is part of the maintenance window (the service is
+    /// down while a target is in it); `cutover report` measures downtime
+    /// over these phases.
+    pub downtime: bool,
     #[serde(skip)]
     pub pos: Pos,
 }

@@ -411,6 +411,11 @@ pub static PHASE: Table = Table {
         ),
         f("rollback", &STEPS, "Steps run (in reverse order of phases) when a target fails after this phase began."),
         f(
+            "downtime",
+            &BOOL,
+            "The phase is (part of) the maintenance window: `cutover report` measures each target's downtime from the first step of its first downtime phase to the end of the last step of its last one (default false).",
+        ),
+        f(
             "proceed_when",
             &EXPR,
             "Gate (CEL): a target does not start this phase until it holds, e.g. \"checks.connections.value == 0\".",
