@@ -48,6 +48,12 @@ pub enum Output {
     Json,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Markdown,
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Check a plan without touching any target; every error is shown with file:line:column.
@@ -163,6 +169,27 @@ pub enum Command {
         /// Write to this file instead of stdout.
         #[arg(long)]
         file: Option<PathBuf>,
+    },
+
+    /// Write a run's close-out report: success rate, failures grouped by cause
+    /// (preflight blocker, copy error, verify mismatch, timeout, gate…) with
+    /// examples, duration statistics per phase and step (count, mean, std,
+    /// min, p50, p75, p95, max), downtime per target, verification results,
+    /// preflight findings, and a histogram as an SVG picture.
+    #[command(
+        after_help = "Examples:\n  cutover report 20261121-101500-3f2a\n  cutover report 20261121-101500-3f2a --out report.md        # and report.svg beside it\n  cutover report 20261121-101500-3f2a --format json --svg downtime.svg\n\nA phase with `downtime = true` is part of the maintenance window; see docs/report.md."
+    )]
+    Report {
+        run: String,
+        /// markdown (default) or json; `--output json` also gives JSON.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+        format: ReportFormat,
+        /// Write the histogram here (SVG); default: beside --out, with the extension .svg.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Write the report here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 
     /// Tick a manual check of a run, ok or not ok, with a note for the audit trail.

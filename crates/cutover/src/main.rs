@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod output;
 mod pg;
+mod report;
 mod run;
 mod serve;
 mod show;
@@ -47,6 +48,9 @@ async fn dispatch(args: cli::Cli) -> i32 {
         cli::Command::Resume { run, listen } => run::resume_listening(&args.state, &run, listen.as_deref(), out).await,
         cli::Command::Serve { listen, protect_reads } => serve::serve(&args.state, &listen, protect_reads).await,
         cli::Command::Export { run, html, file } => serve::export(&args.state, &run, html, file.as_deref()),
+        cli::Command::Report { run, format, svg, out: file } => {
+            report::report(&args.state, &run, format, svg, file, out)
+        }
         cli::Command::Status { run } => show::status(&args.state, run.as_deref(), out),
         cli::Command::Runs => show::runs(&args.state, out),
         cli::Command::Events { run, follow } => show::events(&args.state, &run, follow, out).await,

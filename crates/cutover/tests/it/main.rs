@@ -11,6 +11,7 @@ mod gates;
 mod lifecycle;
 mod notify;
 mod pg;
+mod report;
 mod secrets;
 mod tower;
 mod watch;
