@@ -24,8 +24,11 @@ pub use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
+pub mod backup;
 mod bytes_param;
+pub mod copy;
 pub mod preflight;
+pub mod tools;
 pub mod verify;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +41,16 @@ pub enum PgError {
     ConnectTimeout { host: String, secs: u64 },
     #[error("{message}")]
     Query { message: String, sqlstate: Option<String> },
+    /// A client program (pg_dump, pg_restore) failed or is missing.
+    #[error("{0}")]
+    Tool(String),
+    /// Anything else that stops an operation, said in one sentence.
+    #[error("{0}")]
+    Other(String),
 }
 
 impl PgError {
-    fn query(e: tokio_postgres::Error) -> PgError {
+    pub(crate) fn query(e: tokio_postgres::Error) -> PgError {
         let sqlstate = e.code().map(|c| c.code().to_string());
         let message = match e.as_db_error() {
             Some(db) => {
@@ -79,13 +88,33 @@ pub fn describe(dsn: &str) -> String {
 
 /// Connects without TLS (TLS comes with the fleet work), with a bounded wait.
 pub async fn connect(dsn: &str, timeout: Duration) -> Result<Client, PgError> {
+    let config: tokio_postgres::Config = dsn.parse().map_err(|e: tokio_postgres::Error| PgError::Dsn(e.to_string()))?;
+    connect_config(config, describe(dsn), timeout).await
+}
+
+/// Connects to another database of the server a DSN points at (e.g. the
+/// `postgres` database, to create the one the DSN names).
+pub async fn connect_to_db(dsn: &str, dbname: &str, timeout: Duration) -> Result<Client, PgError> {
     let mut config: tokio_postgres::Config =
         dsn.parse().map_err(|e: tokio_postgres::Error| PgError::Dsn(e.to_string()))?;
+    config.dbname(dbname);
+    let host = describe(dsn);
+    let host = match host.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{dbname}"),
+        None => host,
+    };
+    connect_config(config, host, timeout).await
+}
+
+async fn connect_config(
+    mut config: tokio_postgres::Config,
+    host: String,
+    timeout: Duration,
+) -> Result<Client, PgError> {
     if config.get_application_name().is_none() {
         config.application_name("cutover");
     }
     config.connect_timeout(timeout);
-    let host = describe(dsn);
     let fut = config.connect(NoTls);
     let (client, connection) = match tokio::time::timeout(timeout, fut).await {
         Err(_) => {

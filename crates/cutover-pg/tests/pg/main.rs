@@ -1,6 +1,8 @@
 //! The pg.* operations against real PostgreSQL servers (13 as the source,
 //! 15 as the target), one module per operation.
 
+mod backup;
+mod copy;
 mod preflight;
 mod verify;
 
