@@ -34,6 +34,7 @@ const EVENT_KINDS: &[&str] = &[
     "target_aborted",
     "preflight_report",
     "verify_report",
+    "copy_report",
 ];
 
 /// Examples shown per cause of failure.
@@ -123,6 +124,7 @@ pub struct Report {
     pub downtime: Downtime,
     pub verification: Vec<Verification>,
     pub preflight: Vec<PreflightCount>,
+    pub copies: Vec<CopyReport>,
     pub histogram: Histogram,
 }
 
@@ -244,6 +246,16 @@ pub struct Verification {
     pub sequences: u64,
     /// As `pg.verify` recorded them: `{kind, object, source, target}`.
     pub differences: Vec<Value>,
+}
+
+/// The latest `copy_report` of a `pg.copy` step: its one-line summary, and
+/// its data as the step recorded it (the report does not depend on its shape).
+#[derive(Debug, Serialize)]
+pub struct CopyReport {
+    pub target: String,
+    pub step: String,
+    pub summary: String,
+    pub data: Value,
 }
 
 #[derive(Debug, Serialize)]
@@ -490,6 +502,15 @@ pub fn build(
         downtime,
         verification: verification(targets, events),
         preflight: preflight(events),
+        copies: latest(targets, events, "copy_report")
+            .into_iter()
+            .map(|e| CopyReport {
+                target: e.target.clone().unwrap_or_default(),
+                step: e.step.clone().unwrap_or_default(),
+                summary: e.message.clone(),
+                data: e.data.clone(),
+            })
+            .collect(),
         histogram,
     }
 }
@@ -989,6 +1010,17 @@ pub fn markdown(r: &Report) -> String {
         }
     }
 
+    let _ = writeln!(m, "## Copies\n");
+    if r.copies.is_empty() {
+        let _ = writeln!(m, "No `pg.copy` step recorded a copy.\n");
+    } else {
+        let _ = writeln!(m, "| target | step | copy |\n|---|---|---|");
+        for c in &r.copies {
+            let _ = writeln!(m, "| `{}` | `{}` | {} |", c.target, c.step, cell(&c.summary));
+        }
+        m.push('\n');
+    }
+
     let _ = writeln!(m, "## Preflight findings\n");
     if r.preflight.is_empty() {
         let _ = writeln!(m, "No `pg.preflight` step recorded a finding.");
@@ -1113,6 +1145,7 @@ pub fn render_svg(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn percentiles_interpolate_between_the_closest_ranks() {
@@ -1183,6 +1216,87 @@ mod tests {
         }
     }
 
+    fn ev(id: i64, target: &str, step: &str, kind: &str, message: &str, data: Value) -> Event {
+        Event {
+            id,
+            run_id: "r".into(),
+            ts: String::new(),
+            target: Some(target.into()),
+            step: Some(step.into()),
+            kind: kind.into(),
+            message: message.into(),
+            data,
+        }
+    }
+
+    fn target(name: &str, state: TargetState) -> TargetRecord {
+        TargetRecord {
+            name: name.into(),
+            position: 0,
+            state,
+            phase: None,
+            step: None,
+            message: None,
+            started_at: Some("2026-01-01T00:00:00Z".into()),
+            finished_at: Some("2026-01-01T00:00:10Z".into()),
+            skip_requested: false,
+        }
+    }
+
+    fn step(target: &str, step: &str, state: StepState, from: &str, to: &str) -> StepRecord {
+        StepRecord {
+            target: target.into(),
+            step: step.into(),
+            state,
+            attempt: 1,
+            started_at: Some(format!("2026-01-01T00:00:{from}Z")),
+            finished_at: Some(format!("2026-01-01T00:00:{to}Z")),
+            outputs: Value::Null,
+            error: None,
+        }
+    }
+
+    // Without the recorded plan (a newer cutover refused it), phases and
+    // kinds come from the step_started events; a pg.copy failure is a copy
+    // error and the latest copy_report of each target is reported.
+    #[test]
+    fn without_the_plan_the_events_give_phases_kinds_and_copies() {
+        let rec = RunRecord {
+            id: "r".into(),
+            plan_name: "p".into(),
+            plan_path: String::new(),
+            plan_dir: String::new(),
+            plan_text: String::new(),
+            targets_json: String::new(),
+            state: cutover_engine::model::RunState::Failed,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let started = |phase: &str, kind: &str| serde_json::json!({ "phase": phase, "kind": kind, "attempt": 1 });
+        let events = [
+            ev(1, "a", "copy", "step_started", "", started("switch", "pg.copy")),
+            ev(2, "b", "copy", "step_started", "", started("switch", "pg.copy")),
+            ev(3, "a", "copy", "copy_report", "copied 1 table(s) (old)", Value::Null),
+            ev(4, "a", "copy", "copy_report", "copied 3 table(s)", serde_json::json!({ "tables": 3 })),
+            ev(5, "b", "copy", "step_failed", "", serde_json::json!({ "error": "pg.copy: relation t is gone" })),
+        ];
+        let targets = [target("a", TargetState::Succeeded), target("b", TargetState::Failed)];
+        let steps =
+            [step("a", "copy", StepState::Succeeded, "01", "03.5"), step("b", "copy", StepState::Failed, "01", "02")];
+        let r = build(&rec, None, &targets, &steps, &events);
+        assert_eq!(r.failures.len(), 1);
+        assert_eq!((r.failures[0].cause.as_str(), r.failures[0].targets.clone()), ("copy error", vec!["b".into()]));
+        assert_eq!(r.failures[0].examples[0].message, "pg.copy: relation t is gone");
+        let s = &r.durations.steps[0];
+        assert_eq!((s.phase.as_str(), s.kind.as_str(), s.stats.count, s.stats.max), ("switch", "pg.copy", 1, 2.5));
+        assert_eq!(r.durations.phases[0].stats.count, 1, "only a completed the phase");
+        assert!(r.downtime.phases.is_empty() && r.downtime.targets.is_empty());
+        assert_eq!(r.copies.len(), 1);
+        assert_eq!((r.copies[0].summary.as_str(), &r.copies[0].data["tables"]), ("copied 3 table(s)", &json!(3)));
+        assert_eq!(r.histogram.of, "target duration");
+        assert_eq!(r.summary.success_rate_percent, Some(50.0));
+    }
+
     #[test]
     fn the_picture_has_one_bar_per_bucket_and_escapes_names() {
         let r = Report {
@@ -1199,6 +1313,7 @@ mod tests {
             downtime: Downtime { phases: vec![], targets: vec![], stats: None },
             verification: vec![],
             preflight: vec![],
+            copies: vec![],
             histogram: Histogram { of: "downtime".into(), buckets: histogram(&[1.0, 2.0, 2.5, 9.0]), svg: None },
         };
         let svg = render_svg(&r);
