@@ -1,4 +1,4 @@
-//! Operator actions: pause, resume, abort, retry and skip. An action is first
+//! Operator actions: pause, resume, abort, retry, skip and start-now. An action is first
 //! recorded as a request in the store (the audit trail). A live driver picks
 //! it up within a fraction of a second; with no live driver, the CLI applies
 //! it to the recorded state itself through [`apply`].
@@ -401,5 +401,52 @@ pub async fn operate(
                 Applied::Refused(m) => Outcome::Refused(m),
             }
         }
+        Action::StartNow => {
+            let req = Request {
+                id,
+                action,
+                target: target.map(str::to_string),
+                actor: actor.to_string(),
+                note: note.map(str::to_string),
+            };
+            match start_now(engine, run, &req)? {
+                Applied::Done(m) => Outcome::Applied(format!("{m}; continue with `cutover resume {run}`")),
+                Applied::Refused(m) => Outcome::Refused(m),
+            }
+        }
     })
+}
+
+/// A "start now": the target (every target, without one) may start whatever
+/// its maintenance windows and notice period say. Recorded as an event with
+/// who asked, which the driver reads (this one, or one that resumes later).
+pub fn start_now(engine: &crate::Engine, run: &str, req: &Request) -> Result<Applied, crate::EngineError> {
+    let by = &req.actor;
+    if let Some(t) = req.target.as_deref() {
+        let rec = engine.store().target(run, t)?;
+        if rec.state != TargetState::Pending {
+            return Ok(Applied::Refused(format!(
+                "`{t}` is {}: start-now only concerns a target that has not started",
+                rec.state
+            )));
+        }
+    }
+    let what = match req.target.as_deref() {
+        Some(t) => format!("`{t}`"),
+        None => "every target".to_string(),
+    };
+    let note = req.note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
+    engine.emit(
+        run,
+        NewEvent {
+            target: req.target.clone(),
+            step: None,
+            kind: "start_now",
+            message: format!(
+                "{by} asked {what} to start now, whatever the maintenance windows and notice period say{note}"
+            ),
+            data: serde_json::json!({ "target": req.target, "actor": by, "note": req.note }),
+        },
+    )?;
+    Ok(Applied::Done(format!("{what} may start now, whatever its windows and notice")))
 }

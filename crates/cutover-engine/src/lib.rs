@@ -33,6 +33,7 @@ mod proc;
 pub mod progress;
 pub mod redact;
 pub mod runner;
+pub mod schedule;
 pub mod secrets;
 pub mod steps;
 pub mod store;

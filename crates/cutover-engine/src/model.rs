@@ -80,6 +80,7 @@ state_enum!(
         Abort => "abort",
         Retry => "retry",
         Skip => "skip",
+        StartNow => "start_now",
     }
 );
 

@@ -99,6 +99,15 @@ impl Builder<'_> {
                 .and_then(Node::as_array)
                 .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
                 .unwrap_or_default(),
+            windows: match node.get("window") {
+                Some(n) => match n.as_array() {
+                    Some(a) => a.iter().filter_map(|w| w.as_str().map(str::to_string)).collect(),
+                    None => n.as_str().map(|w| vec![w.to_string()]).unwrap_or_default(),
+                },
+                None => vec![],
+            },
+            notified_at: node.get("notified_at").and_then(Node::scalar_text),
+            size: node.get("size").and_then(Node::scalar_text),
             pos: self.pos(node.span),
         }
     }

@@ -323,13 +323,7 @@ fn check_gates(plan: &Plan, phase: &Phase, secrets: &BTreeSet<String>, earlier: 
 /// Webhook URLs and headers are templates over the plan's vars and secrets.
 pub fn notify(plan: &Plan, diags: &mut Diagnostics) {
     let secrets: BTreeSet<String> = plan.secrets.iter().map(|s| s.name.clone()).collect();
-    let run_scope = [Target {
-        name: RUN_SCOPE.into(),
-        labels: Default::default(),
-        vars: Default::default(),
-        after: vec![],
-        pos: Pos::default(),
-    }];
+    let run_scope = [Target { name: RUN_SCOPE.into(), ..Target::default() }];
     let refs = Refs { earlier_steps: &[], checks: None, secrets: &secrets, targets: &run_scope, plan_vars: &plan.vars };
     let roots = ["vars", "secrets", "plan", "run"];
     for n in &plan.notify {
@@ -687,13 +681,7 @@ pub fn checks(plan: &Plan, diags: &mut Diagnostics) {
     let secrets: BTreeSet<String> = plan.secrets.iter().map(|s| s.name.clone()).collect();
     let phase_names: Vec<&str> = plan.phases.iter().map(|p| p.name.as_str()).collect();
     // A run-scoped check sees only the plan's vars.
-    let run_scope = [Target {
-        name: RUN_SCOPE.into(),
-        labels: Default::default(),
-        vars: Default::default(),
-        after: vec![],
-        pos: Pos::default(),
-    }];
+    let run_scope = [Target { name: RUN_SCOPE.into(), ..Target::default() }];
     for c in &plan.checks {
         if let Some(first) = names.insert(&c.name, &c.pos) {
             diags.push(Diagnostic::new(

@@ -114,13 +114,20 @@ fn from_csv(src: &Source, diags: &mut Diagnostics) -> Vec<Target> {
             diags.push(Diagnostic::new(pos.clone(), "csv", "this row has an empty `name`"));
             continue;
         }
-        let mut t = Target { name, labels: BTreeMap::new(), vars: Default::default(), after: vec![], pos };
+        let mut t = Target { name, labels: BTreeMap::new(), pos, ..Target::default() };
         for (h, v) in headers.iter().zip(rec.iter()) {
             if h == "name" || v.is_empty() {
                 continue;
             }
             if h == "after" {
                 t.after = v.split([';', ' ']).filter(|s| !s.is_empty()).map(str::to_string).collect();
+            } else if h == "window" {
+                // Several windows are separated by `;` (a window has spaces).
+                t.windows = v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+            } else if h == "notified_at" {
+                t.notified_at = Some(v.to_string());
+            } else if h == "size" {
+                t.size = Some(v.to_string());
             } else if let Some(var) = h.strip_prefix("vars.") {
                 t.vars.insert(var.to_string(), serde_json::Value::String(v.to_string()));
             } else {

@@ -29,13 +29,16 @@ pub mod build;
 pub mod check;
 pub mod diag;
 pub mod duration;
+pub mod estimate;
 pub mod expr;
 pub mod inventory;
 pub mod model;
 pub mod runbook;
+pub mod schedule;
 pub mod shape;
 pub mod template;
 pub mod tree;
+pub mod window;
 
 #[cfg(test)]
 mod tests;
@@ -72,8 +75,13 @@ pub fn load_str(path: &str, text: &str, dir: &Path, targets: Option<Vec<Target>>
         None => inline_or_inventory(&b, &root, dir, &mut diags),
     };
     check::targets(&all_targets, &mut diags);
+    schedule::check_targets(&all_targets, &mut diags);
+    let schedule = schedule::build(&b, root.get("schedule"), &mut diags);
     let select = root.get("select").and_then(|n| Some(Expr { source: n.as_str()?.to_string(), pos: b.content_pos(n) }));
-    let selected = check::select(select.as_ref(), &all_targets, &vars, &mut diags);
+    let mut selected = check::select(select.as_ref(), &all_targets, &vars, &mut diags);
+    if let Some(seed) = schedule.shuffle_seed {
+        schedule::shuffle(&mut selected, seed);
+    }
 
     let secrets = b.secrets(root.get("secrets"));
     check::secrets(&secrets, &mut diags);
@@ -109,6 +117,7 @@ pub fn load_str(path: &str, text: &str, dir: &Path, targets: Option<Vec<Target>>
                 _ => None,
             })
             .unwrap_or(0),
+        schedule,
         warnings: vec![],
     };
     check::phases(&plan, &mut diags);

@@ -48,6 +48,8 @@ pub struct Plan {
     /// The gate between waves.
     pub wave_gate: WaveGate,
     pub notify: Vec<Notify>,
+    /// Maintenance windows, notice and estimates (`[schedule]`).
+    pub schedule: crate::schedule::Schedule,
     /// Problems that do not stop the plan (shown by validate, plan and run).
     #[serde(skip)]
     pub warnings: Vec<crate::Diagnostic>,
@@ -74,7 +76,7 @@ impl Default for Concurrency {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Target {
     pub name: String,
     #[serde(default)]
@@ -83,6 +85,16 @@ pub struct Target {
     pub vars: Vars,
     #[serde(default)]
     pub after: Vec<String>,
+    /// Maintenance windows as written ("Thu 01:00-05:00 Europe/Zurich");
+    /// parsed by `schedule::target_schedule`.
+    #[serde(default, rename = "window", skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<String>,
+    /// When the target's owners were notified (RFC 3339, as written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_at: Option<String>,
+    /// The target's size as written: bytes, or "12GB".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
     #[serde(skip)]
     pub pos: Pos,
 }

@@ -370,8 +370,53 @@ pub static TARGET: Table = Table {
         f("labels", &LABELS, "Labels used by `select`, concurrency limits and the tower (region, tier, version…)."),
         f("vars", &VARS, "Variables for templates (DSNs, URLs…)."),
         f("after", &STR_ARRAY, "Targets that must succeed before this one starts."),
+        f(
+            "window",
+            &WINDOWS,
+            "Maintenance windows, one or a list: \"Thu 01:00-05:00 Europe/Zurich\", \"Mon-Fri 22:00-02:00 UTC\"; the target starts only inside one, when its estimate fits in what is left.",
+        ),
+        f(
+            "notified_at",
+            &SCALAR,
+            "When the target's owners were told (RFC 3339, e.g. 2026-11-20T09:00:00Z); it is not touched before [schedule] notice has passed since.",
+        ),
+        f("size", &SIZE, "The target's size for estimates: bytes, or \"12GB\", \"500MB\", \"1.5TB\", \"12GiB\"."),
     ],
 };
+static WINDOWS: Ty = Ty::OneOf(&[&STR, &STR_ARRAY]);
+static SIZE_BYTES: Ty = Ty::Int(0, i64::MAX);
+static SIZE: Ty = Ty::OneOf(&[&SIZE_BYTES, &STR]);
+static ESTIMATE: Table = Table {
+    what: "estimate",
+    fields: &[
+        f("base", &DURATION, "Time every target takes, whatever its size (default \"5m\")."),
+        f("per_gb", &DURATION, "Time per GB (10^9 bytes) of a target's size (default \"1m\")."),
+        f(
+            "learn",
+            &BOOL,
+            "Learn from the real durations of finished targets of this run and earlier runs of the plan (default true).",
+        ),
+    ],
+};
+static ESTIMATE_TY: Ty = Ty::Table(&ESTIMATE);
+static SEED: Ty = Ty::Int(0, i64::MAX);
+static SCHEDULE: Table = Table {
+    what: "schedule",
+    fields: &[
+        f(
+            "notice",
+            &STR,
+            "How long after a target's notified_at it may be touched, e.g. \"7d\" (days and weeks allowed); a target without notified_at then waits.",
+        ),
+        f("estimate", &ESTIMATE_TY, "The estimate before real durations exist: { base = \"1m\", per_gb = \"2m\" }."),
+        f(
+            "shuffle_seed",
+            &SEED,
+            "Order the targets by a deterministic shuffle with this seed before waves are cut (same seed, same order).",
+        ),
+    ],
+};
+static SCHEDULE_TY: Ty = Ty::Table(&SCHEDULE);
 static TARGET_TY: Ty = Ty::Table(&TARGET);
 static TARGET_ARRAY: Ty = Ty::Array(&TARGET_TY);
 static TARGET_SOURCE: Table = Table {
@@ -504,6 +549,7 @@ pub static PLAN: Table = Table {
         ),
         f("wave_gate", &WAVE_GATE_TY, "The gate between waves (after max_fail_percent): { proceed_when, fail_when }."),
         f("notify", &NOTIFIES, "Webhooks on gate transitions, target failures, approvals needed and the run's end."),
+        f("schedule", &SCHEDULE_TY, "Maintenance scheduling: notice period, estimate prior, shuffle seed."),
         req("phases", &PHASES, "The phases, in order."),
     ],
 };

@@ -45,7 +45,7 @@ fn invalid_plans_are_reported_at_their_position() {
         (
             "^phasez = []\n[[phases]]\nname = \"x\"\nsteps = []\n",
             &[
-                "2:1 unknown-key: unknown key `phasez` in plan `p` (expected one of: $schema, name, description, targets, select, vars, secrets, concurrency, checks, waves, max_fail_percent, wave_gate, notify, phases)",
+                "2:1 unknown-key: unknown key `phasez` in plan `p` (expected one of: $schema, name, description, targets, select, vars, secrets, concurrency, checks, waves, max_fail_percent, wave_gate, notify, schedule, phases)",
             ],
         ),
         // 4. An unknown step kind.

@@ -49,6 +49,13 @@ pub enum Output {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleFormat {
+    Table,
+    Csv,
+    Ics,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {
     Markdown,
     Json,
@@ -80,6 +87,10 @@ pub enum Command {
         /// Serve the control tower while the run goes, e.g. 127.0.0.1:8080.
         #[arg(long)]
         listen: Option<String>,
+        /// These targets (every target when none is named) start whatever
+        /// their maintenance windows and notice say; put it last.
+        #[arg(long, num_args = 0.., value_delimiter = ',', value_name = "TARGET")]
+        start_now: Option<Vec<String>>,
     },
 
     /// Continue a paused, interrupted or failed run from its recorded state.
@@ -89,6 +100,10 @@ pub enum Command {
         /// Serve the control tower while the run goes, e.g. 127.0.0.1:8080.
         #[arg(long)]
         listen: Option<String>,
+        /// These targets (every target when none is named) start whatever
+        /// their maintenance windows and notice say; put it last.
+        #[arg(long, num_args = 0.., value_delimiter = ',', value_name = "TARGET")]
+        start_now: Option<Vec<String>>,
     },
 
     /// Show a run (the latest by default): its state and each target's.
@@ -127,6 +142,36 @@ pub enum Command {
         /// Why, for the audit trail.
         #[arg(long)]
         note: Option<String>,
+    },
+
+    /// Let targets start now, whatever their maintenance windows and notice
+    /// period say (every pending target when none is named). Who asked is recorded.
+    #[command(
+        after_help = "Example:\n  cutover start-now 20261121-101500-3f2a db-eu-3 --note \"customer agreed on the phone\""
+    )]
+    StartNow {
+        run: String,
+        targets: Vec<String>,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        note: Option<String>,
+    },
+
+    /// Print, per target, its next maintenance window (in its zone and UTC),
+    /// its estimated duration and whether the estimate fits: as a table,
+    /// CSV, or an iCalendar file (one event per target) for customer notices.
+    /// Estimates learn from earlier runs of the plan in the state file.
+    #[command(
+        after_help = "Examples:\n  cutover schedule plan.toml\n  cutover schedule plan.toml --format ics > maintenance.ics\n  cutover schedule plan.toml --format csv --from 2026-12-01T00:00:00Z"
+    )]
+    Schedule {
+        plan: PathBuf,
+        /// table, csv or ics (--output json prints JSON).
+        #[arg(long, value_enum, default_value_t = ScheduleFormat::Table)]
+        format: ScheduleFormat,
+        /// Plan from this time (RFC 3339; default: now, or CUTOVER_CLOCK_START).
+        #[arg(long)]
+        from: Option<String>,
     },
 
     /// Watch a migration someone else runs: probe the plan's checks and pass

@@ -7,6 +7,7 @@ mod output;
 mod pg;
 mod report;
 mod run;
+mod schedule;
 mod serve;
 mod show;
 mod watch;
@@ -44,8 +45,18 @@ async fn dispatch(args: cli::Cli) -> i32 {
         cli::Command::Validate { plan } => show::validate(&plan, out),
         cli::Command::Schema => show::schema(),
         cli::Command::Plan { plan } => show::plan(&plan, out),
-        cli::Command::Run { plan, listen } => run::run(&args.state, &plan, listen.as_deref(), out).await,
-        cli::Command::Resume { run, listen } => run::resume_listening(&args.state, &run, listen.as_deref(), out).await,
+        cli::Command::Run { plan, listen, start_now } => {
+            run::run(&args.state, &plan, listen.as_deref(), start_now.as_deref(), out).await
+        }
+        cli::Command::Resume { run, listen, start_now } => {
+            run::resume_listening(&args.state, &run, listen.as_deref(), start_now.as_deref(), out).await
+        }
+        cli::Command::StartNow { run, targets, note } => {
+            schedule::start_now(&args.state, &run, &targets, note, out).await
+        }
+        cli::Command::Schedule { plan, format, from } => {
+            schedule::schedule(&args.state, &plan, format, from.as_deref(), out)
+        }
         cli::Command::Serve { listen, protect_reads } => serve::serve(&args.state, &listen, protect_reads).await,
         cli::Command::Export { run, html, file } => serve::export(&args.state, &run, html, file.as_deref()),
         cli::Command::Report { run, format, svg, out: file } => {

@@ -17,7 +17,13 @@ pub fn open_engine(state: &str) -> anyhow::Result<Engine> {
     Ok(Engine::new(Arc::from(store)))
 }
 
-pub async fn run(state: &str, plan_path: &Path, listen: Option<&str>, out: Output) -> anyhow::Result<i32> {
+pub async fn run(
+    state: &str,
+    plan_path: &Path,
+    listen: Option<&str>,
+    start_now: Option<&[String]>,
+    out: Output,
+) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(plan_path)
         .map_err(|e| usage(format!("cannot read the plan {}: {e}", plan_path.display())))?;
     let plan = match cutover_plan::load_file(plan_path) {
@@ -31,6 +37,9 @@ pub async fn run(state: &str, plan_path: &Path, listen: Option<&str>, out: Outpu
     for w in &plan.warnings {
         eprintln!("{w}");
     }
+    if let Some(t) = start_now.unwrap_or_default().iter().find(|t| plan.target(t).is_none()) {
+        return Err(usage(format!("--start-now: plan `{}` has no (selected) target `{t}`", plan.name)));
+    }
     let engine = open_engine(state)?;
     // Secrets are read before the run is recorded: a missing one stops
     // everything before any target is touched.
@@ -39,6 +48,7 @@ pub async fn run(state: &str, plan_path: &Path, listen: Option<&str>, out: Outpu
         crate::serve::start(&engine, l, false).await?;
     }
     let run_id = engine.create_run(&plan, &text)?;
+    crate::schedule::request_start_now(&engine, &run_id, start_now)?;
     eprintln!("run {run_id}: plan `{}` over {} target(s)", plan.name, plan.targets.len());
     if let Some(l) = listen {
         eprintln!("run page: http://{l}/runs/{run_id}");
@@ -47,11 +57,25 @@ pub async fn run(state: &str, plan_path: &Path, listen: Option<&str>, out: Outpu
 }
 
 pub async fn resume(state: &str, run_id: &str, out: Output) -> anyhow::Result<i32> {
-    resume_listening(state, run_id, None, out).await
+    resume_listening(state, run_id, None, None, out).await
 }
 
-pub async fn resume_listening(state: &str, run_id: &str, listen: Option<&str>, out: Output) -> anyhow::Result<i32> {
+pub async fn resume_listening(
+    state: &str,
+    run_id: &str,
+    listen: Option<&str>,
+    start_now: Option<&[String]>,
+    out: Output,
+) -> anyhow::Result<i32> {
     let engine = open_engine(state)?;
+    // A run another process drives is refused by the drive below; the
+    // start-now is not recorded for it then.
+    if start_now.is_some() && engine.live_holder(run_id).map_err(usage)?.is_none() {
+        for t in start_now.unwrap_or_default() {
+            engine.store().target(run_id, t).map_err(usage)?;
+        }
+        crate::schedule::request_start_now(&engine, run_id, start_now)?;
+    }
     if let Some(l) = listen {
         crate::serve::start(&engine, l, false).await?;
     }
@@ -217,8 +241,11 @@ pub async fn present(mut rx: tokio::sync::broadcast::Receiver<Event>, total: u64
                 }
                 bar.set_message(format!("✓ {ok}  ✗ {failed}  ⚠ {attention}"));
             }
-            "operator_pause" | "operator_abort" | "run_error" | "lease_taken_over" => {
+            "operator_pause" | "operator_abort" | "run_error" | "lease_taken_over" | "start_now" => {
                 let _ = multi.println(ev.message.clone());
+            }
+            "window_waiting" => {
+                let _ = multi.println(format!("  {target}: {}", ev.message));
             }
             _ => {}
         }

@@ -321,13 +321,7 @@ impl Handle {
     }
 
     fn context(&self, t: Option<&Target>) -> Value {
-        let empty = Target {
-            name: String::new(),
-            labels: Default::default(),
-            vars: Default::default(),
-            after: vec![],
-            pos: Default::default(),
-        };
+        let empty = Target::default();
         let mut ctx = cutover_plan::context(t.unwrap_or(&empty), &self.plan.vars, &Default::default());
         if let Some(o) = ctx.as_object_mut() {
             o.insert("phase".into(), json!({ "name": self.phase(t.map(|t| t.name.as_str()).unwrap_or_default()) }));

@@ -4,6 +4,7 @@
 //! requests. Only the process holding the run's lease drives it.
 
 mod gates;
+mod windows;
 
 use crate::checks::runner::CheckRunner;
 use crate::control;
@@ -54,6 +55,8 @@ struct Shared {
     pause: AtomicBool,
     abort: watch::Receiver<bool>,
     checks: Option<Arc<CheckRunner>>,
+    /// Maintenance windows, notice and estimates, when the plan has any.
+    schedule: Option<windows::Scheduler>,
 }
 
 impl Shared {
@@ -172,6 +175,7 @@ pub async fn drive(
     // expectations follow the least advanced unfinished phase.
     let checks = (!plan.checks.is_empty())
         .then(|| Arc::new(CheckRunner::start(engine, run_id, Arc::new(plan.clone()), Arc::new(secrets.clone()))));
+    let scheduler = windows::Scheduler::new(engine, run_id, &plan)?;
     let shared = Arc::new(Shared {
         engine: engine.clone(),
         run_id: run_id.to_string(),
@@ -185,6 +189,7 @@ pub async fn drive(
         pause: AtomicBool::new(false),
         abort: abort_rx,
         checks,
+        schedule: scheduler,
     });
     let resumed = rec.created_at != rec.updated_at || rec.state != RunState::Running;
     engine.store.set_run_state(run_id, RunState::Running)?;
@@ -192,6 +197,9 @@ pub async fn drive(
         if resumed { "run_resumed" } else { "run_started" },
         format!("process {} on {} drives the run", std::process::id(), crate::hostname()),
     ))?;
+    if let Some(s) = &shared.schedule {
+        s.announce(&shared)?;
+    }
     // Targets that were running when an earlier process stopped continue from
     // their step records.
     for t in engine.store.targets(run_id)? {
@@ -335,6 +343,9 @@ async fn schedule(
         if !aborting && !pausing && !full {
             let pending: Vec<&Target> =
                 plan.targets.iter().filter(|t| states.get(&t.name) == Some(&TargetState::Pending)).collect();
+            if let Some(s) = &shared.schedule {
+                s.begin_pass();
+            }
             for t in pending {
                 if running_names.len() >= plan.concurrency.limit as usize {
                     break;
@@ -372,6 +383,12 @@ async fn schedule(
                 if !ready || !fits(plan, t, &running_names, &by_name) {
                     continue;
                 }
+                // Outside its maintenance windows, or before its notice ran out.
+                if let Some(s) = &shared.schedule
+                    && !s.may_start(shared, t)?
+                {
+                    continue;
+                }
                 shared.engine.set_target_state(
                     run_id,
                     &t.name,
@@ -388,8 +405,10 @@ async fn schedule(
                 });
             }
         }
-        // A wave held at its gate keeps the run going with nothing running.
-        if running.is_empty() && !(waves_seen.holding() && !aborting && !pausing) {
+        // A wave held at its gate, or a target waiting for its window, keeps
+        // the run going with nothing running.
+        let holding = waves_seen.holding() || shared.schedule.as_ref().is_some_and(|s| s.holding());
+        if running.is_empty() && !(holding && !aborting && !pausing) {
             break;
         }
         tokio::select! {
@@ -400,6 +419,9 @@ async fn schedule(
                 };
                 running_names.retain(|n| n != &name);
                 let end = finish_target(shared, &name, flow?)?;
+                if let Some(s) = &shared.schedule {
+                    s.finished(shared, &name, end)?;
+                }
                 states.insert(name, end);
             }
             _ = tokio::time::sleep(POLL) => {}
@@ -511,6 +533,14 @@ fn handle_request(shared: &Arc<Shared>, abort_tx: &watch::Sender<bool>, req: &Re
                 shared.emit(NewEvent::run("request_refused", why))?;
             }
         }
+        Action::StartNow => match control::start_now(&shared.engine, &shared.run_id, req)? {
+            control::Applied::Done(_) => {
+                if let Some(s) = &shared.schedule {
+                    s.start_now(req.target.as_deref(), &req.actor);
+                }
+            }
+            control::Applied::Refused(why) => shared.emit(NewEvent::run("request_refused", why))?,
+        },
     }
     Ok(())
 }
