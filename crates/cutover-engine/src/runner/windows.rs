@@ -35,7 +35,9 @@ pub(super) struct Scheduler {
 struct Hold {
     /// When to look again (schedule time); None: not by itself.
     until: Option<Timestamp>,
-    message: String,
+    /// The reason and the time waited for: a target is told again only when
+    /// they change (not when the minutes left in its window tick down).
+    key: String,
 }
 
 #[derive(Default)]
@@ -151,11 +153,12 @@ impl Scheduler {
         };
         match decision {
             Decision::Wait { until, reason, message } => {
-                let changed = g.holds.get(&t.name).is_none_or(|h| h.message != message);
+                let key = format!("{reason} {until:?}");
+                let changed = g.holds.get(&t.name).is_none_or(|h| h.key != key);
                 if until.is_some() {
                     g.held.insert(t.name.clone());
                 }
-                g.holds.insert(t.name.clone(), Hold { until, message: message.clone() });
+                g.holds.insert(t.name.clone(), Hold { until, key });
                 drop(g);
                 if changed {
                     let data = json!({
@@ -223,7 +226,7 @@ impl Scheduler {
         let model = schedule::model(&shared.plan, &g.samples);
         g.model = Some(model.clone());
         // Waiting targets are looked at again with the new estimates (their
-        // messages are kept, so an unchanged reason is not told twice).
+        // keys are kept, so an unchanged reason is not told twice).
         for h in g.holds.values_mut() {
             h.until = Some(now);
         }
@@ -328,7 +331,7 @@ fn decide(plan: &Plan, name: &str, ts: &TargetSchedule, now: Timestamp, est: Dur
             let message = match skipped {
                 Some(s) if s.current => format!(
                     "estimate {e} does not fit in the {} left of {}; next window {next}",
-                    duration_text(s.left),
+                    left_text(s.left),
                     ts.windows[s.window]
                 ),
                 Some(s) => format!(
@@ -351,6 +354,16 @@ fn decide(plan: &Plan, name: &str, ts: &TargetSchedule, now: Timestamp, est: Dur
             ),
         },
     }
+}
+
+/// What is left of a window, to the nearest minute (windows are written in
+/// minutes), or in seconds under a minute.
+fn left_text(d: SignedDuration) -> String {
+    let secs = d.as_secs_f64().max(0.0);
+    if secs < 60.0 {
+        return duration_text(d);
+    }
+    duration_text(SignedDuration::from_mins(((secs / 60.0).round()) as i64))
 }
 
 /// "Thu 2026-12-10 01:00 CET", naming the window when the target has several.
@@ -426,5 +439,8 @@ mod tests {
         assert_eq!(size_text(12_000_000_000), "12 GB");
         assert_eq!(size_text(1_500_000_000_000), "1.5 TB");
         assert_eq!(size_text(999), "999 B");
+        assert_eq!(left_text(SignedDuration::from_secs(1799)), "30m");
+        assert_eq!(left_text(SignedDuration::from_secs(1769)), "29m");
+        assert_eq!(left_text(SignedDuration::from_secs(42)), "42s");
     }
 }

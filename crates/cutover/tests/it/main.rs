@@ -12,6 +12,7 @@ mod lifecycle;
 mod notify;
 mod pg;
 mod report;
+mod schedule;
 mod secrets;
 mod tower;
 mod watch;
