@@ -272,11 +272,15 @@ pub fn summary(engine: &Engine, run: &str, out: Output) -> anyhow::Result<()> {
     let rec = store.run(run).map_err(usage)?;
     let targets = store.targets(run)?;
     let live = engine.live_holder(run)?;
+    // The estimates of a scheduled run, once targets finished: how wrong they were.
+    let measured = cutover_engine::schedule::samples(store.as_ref(), run)?;
+    let error = cutover_plan::estimate::mape(&measured);
     if out == Output::Json {
         json(&json!({
             "run": rec,
             "driven_by": live.map(|l| json!({ "pid": l.pid, "host": l.host })),
             "counts": counts(&targets),
+            "estimates": error.map(|e| json!({ "mape": e, "targets": measured.len() })),
             "targets": targets,
         }))?;
         return Ok(());
@@ -284,6 +288,12 @@ pub fn summary(engine: &Engine, run: &str, out: Output) -> anyhow::Result<()> {
     println!("run {}  plan `{}`  {}", rec.id, rec.plan_name, rec.state);
     if let Some(l) = live {
         println!("driven by process {} on {}", l.pid, l.host);
+    }
+    if let Some(e) = error {
+        println!(
+            "estimates: {e:.0}% off on average (mean absolute percentage error over {} finished target(s))",
+            measured.len()
+        );
     }
     let c = counts(&targets);
     println!(

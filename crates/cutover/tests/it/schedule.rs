@@ -92,6 +92,11 @@ fn a_target_waits_for_its_window_then_starts_inside_it_without_holding_others() 
     assert!(kinds(&ev).contains(&"schedule_clock".to_string()));
     assert_eq!(w.lines("trail"), ["b", "a"]);
 
+    // `cutover status` shows how wrong the estimates were.
+    assert_eq!(w.status(&run)["estimates"]["targets"], 2);
+    let status = text(&w.run(&["status", &run]).stdout);
+    assert!(status.contains("% off on average (mean absolute percentage error over 2 finished target(s))"), "{status}");
+
     // With history in the state file, `cutover schedule` learns and shows the error.
     let o = w.run(&["schedule", "p.toml", "--from", "2026-12-03T00:30:00+01:00"]);
     let out = text(&o.stdout);
