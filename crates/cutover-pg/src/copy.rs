@@ -177,8 +177,14 @@ pub async fn run(source_dsn: &str, target_dsn: &str, opts: &Options, obs: &Obser
         .map_err(|e| PgError::Other(format!("cannot create {}: {e}", opts.work_dir.display())))?;
     // Keys from an earlier attempt are only good while its work is there.
     let mut done = obs.done.clone();
-    if user_tables(&target).await? == 0 {
+    let existing = user_tables(&target).await?;
+    if existing == 0 {
         done.clear();
+    } else if done.is_empty() && opts.method == Method::Fast {
+        return Err(PgError::Other(format!(
+            "the target database {} already holds {existing} table(s): pg.copy copies into an empty database (drop it, or resume the run that started the copy)",
+            crate::describe(target_dsn)
+        )));
     }
     let obs = Observer { done, emit: obs.emit, hold: obs.hold.clone() };
     match opts.method {

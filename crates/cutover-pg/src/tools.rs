@@ -118,10 +118,15 @@ pub async fn run(mut cmd: Command, what: &str) -> Result<(), PgError> {
     Err(PgError::Tool(format!("{what} failed ({}): {}", out.status, stderr_tail(&out.stderr))))
 }
 
-/// The last few lines of a program's stderr, on one line.
+/// What a program said on stderr, on one line: its first error line (with
+/// the "Command was" after it) when there is one, else its last lines.
 pub fn stderr_tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if let Some(i) = lines.iter().position(|l| l.contains("ERROR:") || l.contains("error:") || l.contains("FATAL:")) {
+        let end = (i + 2).min(lines.len());
+        return lines[i..end].join(" / ");
+    }
     let start = lines.len().saturating_sub(4);
     let tail = lines[start..].join(" / ");
     if tail.is_empty() { "no message".into() } else { tail }

@@ -181,6 +181,11 @@ impl Builder<'_> {
         .unwrap_or_default()
     }
 
+    /// A template, or the default text when the key is absent.
+    fn template_or(&self, node: &Node, key: &str, default: &str) -> Template {
+        self.template(node, key).unwrap_or(Template { source: default.into(), pos: self.pos(node.span) })
+    }
+
     fn u32(&self, node: &Node, key: &str) -> Option<u32> {
         self.int(node, key).and_then(|i| u32::try_from(i).ok())
     }
@@ -398,6 +403,30 @@ impl Builder<'_> {
                     .template(node, "target_dsn")
                     .unwrap_or(Template { source: String::new(), pos: self.pos(node.span) }),
             }),
+            "pg.copy" => StepKind::PgCopy(PgCopyStep {
+                dsn: self.template_or(node, "dsn", "{{ vars.dsn }}"),
+                target_dsn: self.template_or(node, "target_dsn", ""),
+                method: self.str(node, "method").unwrap_or_else(|| "fast".into()),
+                jobs: self.u32(node, "jobs").unwrap_or(4),
+                split_mb: self.u32(node, "split_mb").unwrap_or(1024),
+                no_owner: self.bool(node, "no_owner").unwrap_or(false),
+                pg_bin: self.str(node, "pg_bin"),
+                maintenance_work_mem: self.str(node, "maintenance_work_mem").unwrap_or_else(|| "256MB".into()),
+            }),
+            "pg.backup" => StepKind::PgBackup(PgBackupStep {
+                dsn: self.template_or(node, "dsn", "{{ vars.dsn }}"),
+                dir: self.template_or(node, "dir", "backups"),
+                pg_bin: self.str(node, "pg_bin"),
+            }),
+            "pg.restore" => StepKind::PgRestore(PgRestoreStep {
+                from: self.template_or(node, "from", ""),
+                target_dsn: self.template_or(node, "target_dsn", ""),
+                dir: self.template_or(node, "dir", "backups"),
+                jobs: self.u32(node, "jobs").unwrap_or(2),
+                clean: self.bool(node, "clean").unwrap_or(false),
+                no_owner: self.bool(node, "no_owner").unwrap_or(false),
+                pg_bin: self.str(node, "pg_bin"),
+            }),
             "block" => {
                 StepKind::Block(BlockStep { steps: self.steps(node, "steps"), finally: self.steps(node, "finally") })
             }
@@ -412,7 +441,12 @@ impl Builder<'_> {
             | StepKind::Block(_)
             | StepKind::Approve(_)
             | StepKind::PgPreflight(_)
-            | StepKind::PgVerify(_) => true,
+            | StepKind::PgVerify(_)
+            // A copy resumes piece by piece, each piece idempotent; a backup
+            // writes a new file; a restore is only safe again with `clean`.
+            | StepKind::PgCopy(_)
+            | StepKind::PgBackup(_) => true,
+            StepKind::PgRestore(r) => r.clean,
             _ => false,
         };
         Some(Step {

@@ -528,6 +528,19 @@ fn check_step(
             check_template(&v.dsn, &refs, diags);
             check_template(&v.target_dsn, &refs, diags);
         }
+        StepKind::PgCopy(c) => {
+            check_template(&c.dsn, &refs, diags);
+            check_template(&c.target_dsn, &refs, diags);
+        }
+        StepKind::PgBackup(b) => {
+            check_template(&b.dsn, &refs, diags);
+            check_template(&b.dir, &refs, diags);
+        }
+        StepKind::PgRestore(r) => {
+            check_template(&r.from, &refs, diags);
+            check_template(&r.target_dsn, &refs, diags);
+            check_template(&r.dir, &refs, diags);
+        }
         StepKind::PgPreflight(p) => {
             check_template(&p.dsn, &refs, diags);
             if let Some(t) = &p.target_dsn {

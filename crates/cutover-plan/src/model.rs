@@ -220,6 +220,43 @@ pub enum StepKind {
     Block(BlockStep),
     PgPreflight(PgPreflightStep),
     PgVerify(PgVerifyStep),
+    PgCopy(PgCopyStep),
+    PgBackup(PgBackupStep),
+    PgRestore(PgRestoreStep),
+}
+
+/// `pg.copy`: copy a database to a server of another major version.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PgCopyStep {
+    pub dsn: Template,
+    pub target_dsn: Template,
+    /// "fast" or "dump".
+    pub method: String,
+    pub jobs: u32,
+    pub split_mb: u32,
+    pub no_owner: bool,
+    pub pg_bin: Option<String>,
+    pub maintenance_work_mem: String,
+}
+
+/// `pg.backup`: a pg_dump archive in a backups directory, with a manifest.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PgBackupStep {
+    pub dsn: Template,
+    pub dir: Template,
+    pub pg_bin: Option<String>,
+}
+
+/// `pg.restore`: a backup from the manifest, restored into a database.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PgRestoreStep {
+    pub from: Template,
+    pub target_dsn: Template,
+    pub dir: Template,
+    pub jobs: u32,
+    pub clean: bool,
+    pub no_owner: bool,
+    pub pg_bin: Option<String>,
 }
 
 /// `pg.verify`: compare a database with its copy.
@@ -257,6 +294,9 @@ impl StepKind {
             StepKind::Block(_) => "block",
             StepKind::PgPreflight(_) => "pg.preflight",
             StepKind::PgVerify(_) => "pg.verify",
+            StepKind::PgCopy(_) => "pg.copy",
+            StepKind::PgBackup(_) => "pg.backup",
+            StepKind::PgRestore(_) => "pg.restore",
         }
     }
 }

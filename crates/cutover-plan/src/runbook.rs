@@ -91,6 +91,26 @@ fn step_line(s: &Step, depth: usize, out: &mut String) {
             code(&x.dsn.source),
             code(&x.target_dsn.source)
         ),
+        StepKind::PgCopy(x) => format!(
+            "PostgreSQL copy of {} into {} ({} method, {} job(s))",
+            code(&x.dsn.source),
+            code(&x.target_dsn.source),
+            x.method,
+            x.jobs
+        ),
+        StepKind::PgBackup(x) => {
+            format!(
+                "PostgreSQL backup of {} into {} (pg_dump archive + manifest)",
+                code(&x.dsn.source),
+                code(&x.dir.source)
+            )
+        }
+        StepKind::PgRestore(x) => format!(
+            "PostgreSQL restore of backup {} into {}{}",
+            code(&x.from.source),
+            code(&x.target_dsn.source),
+            if x.clean { " (dropping what it replaces)" } else { "" }
+        ),
         StepKind::PgPreflight(x) => format!(
             "PostgreSQL preflight of {} for version {} (fails on a {}{})",
             code(&x.dsn.source),

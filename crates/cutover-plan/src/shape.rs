@@ -89,7 +89,19 @@ static STEPS: Ty = Ty::Array(&STEP);
 static STATUS_ARRAY: Ty = Ty::Array(&STATUS);
 
 /// The step kinds, in the order the docs list them.
-pub const STEP_KINDS: &[&str] = &["exec", "sql", "http", "wait", "approve", "block", "pg.preflight", "pg.verify"];
+pub const STEP_KINDS: &[&str] = &[
+    "exec",
+    "sql",
+    "http",
+    "wait",
+    "approve",
+    "block",
+    "pg.preflight",
+    "pg.copy",
+    "pg.verify",
+    "pg.backup",
+    "pg.restore",
+];
 static STEP_KIND: Ty = Ty::Enum(STEP_KINDS);
 pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 static HTTP_METHOD: Ty = Ty::Enum(HTTP_METHODS);
@@ -99,7 +111,7 @@ pub static STEP_COMMON: &[Field] = &[
     req(
         "kind",
         &STEP_KIND,
-        "What the step does: exec, sql, http, wait, approve, block, or a PostgreSQL operation (pg.preflight, pg.verify).",
+        "What the step does: exec, sql, http, wait, approve, block, or a PostgreSQL operation (pg.preflight, pg.copy, pg.verify, pg.backup, pg.restore).",
     ),
     f("description", &STR, "Free text for readers of the plan (shown in `cutover plan --output json`)."),
     f("when", &EXPR, "CEL condition over target, labels, vars and outputs; the step is skipped when false."),
@@ -198,6 +210,56 @@ pub static PG_VERIFY_FIELDS: &[Field] = &[
     req("target_dsn", &TEMPLATE, "Its copy, on the new server."),
 ];
 
+static COPY_METHOD: Ty = Ty::Enum(&["fast", "dump"]);
+static JOBS: Ty = Ty::Int(1, 64);
+
+pub static PG_COPY_FIELDS: &[Field] = &[
+    f("dsn", &TEMPLATE, "The database to copy (default \"{{ vars.dsn }}\")."),
+    req(
+        "target_dsn",
+        &TEMPLATE,
+        "The database to copy it into, on the new server; created (from template0, with the source's encoding and locale) when missing.",
+    ),
+    f(
+        "method",
+        &COPY_METHOD,
+        "fast (default): parallel streaming COPY, indexes built beside it; dump: pg_dump | pg_restore (copies large objects too).",
+    ),
+    f("jobs", &JOBS, "Pairs of connections working at once (default 4); pg_dump/pg_restore -j for method = dump."),
+    f(
+        "split_mb",
+        &POSITIVE,
+        "Tables larger than this many MiB with an integer primary key are copied in key ranges of about this size (default 1024).",
+    ),
+    f("no_owner", &BOOL, "Restore without ownership and grants, for a new server without the old one's roles."),
+    f(
+        "pg_bin",
+        &STR,
+        "Directory of pg_dump and pg_restore (default: $CUTOVER_PG_BIN, the newest installed, or $PATH).",
+    ),
+    f("maintenance_work_mem", &STR, "maintenance_work_mem of the sessions that build indexes (default \"256MB\")."),
+];
+
+pub static PG_BACKUP_FIELDS: &[Field] = &[
+    f("dsn", &TEMPLATE, "The database to back up (default \"{{ vars.dsn }}\")."),
+    f(
+        "dir",
+        &TEMPLATE,
+        "The backups directory (default \"backups\", beside the plan); its manifest.json lists every backup.",
+    ),
+    f("pg_bin", &STR, "Directory of pg_dump (default: $CUTOVER_PG_BIN, the newest installed, or $PATH)."),
+];
+
+pub static PG_RESTORE_FIELDS: &[Field] = &[
+    req("from", &TEMPLATE, "The backup: its id in the manifest or its file, e.g. \"{{ outputs.backup.id }}\"."),
+    req("target_dsn", &TEMPLATE, "The database to restore into; created when missing."),
+    f("dir", &TEMPLATE, "The backups directory (default \"backups\", beside the plan)."),
+    f("jobs", &JOBS, "pg_restore -j (default 2)."),
+    f("clean", &BOOL, "Drop the objects the backup holds before restoring them (pg_restore --clean --if-exists)."),
+    f("no_owner", &BOOL, "Restore without ownership and grants."),
+    f("pg_bin", &STR, "Directory of pg_restore (default: $CUTOVER_PG_BIN, the newest installed, or $PATH)."),
+];
+
 pub static BLOCK_FIELDS: &[Field] = &[
     req("steps", &STEPS, "The steps of the block, in order."),
     f("finally", &STEPS, "Steps that always run once the block has started, even after a failure or an abort."),
@@ -214,7 +276,10 @@ pub static STEP_KINDED: Kinded = Kinded {
         ("approve", APPROVE_FIELDS),
         ("block", BLOCK_FIELDS),
         ("pg.preflight", PG_PREFLIGHT_FIELDS),
+        ("pg.copy", PG_COPY_FIELDS),
         ("pg.verify", PG_VERIFY_FIELDS),
+        ("pg.backup", PG_BACKUP_FIELDS),
+        ("pg.restore", PG_RESTORE_FIELDS),
     ],
 };
 

@@ -52,7 +52,7 @@ fn invalid_plans_are_reported_at_their_position() {
         (
             &format!("{STEP}kind = \"shell\"\n"),
             &[
-                "9:8 unknown-kind: unknown step kind \"shell\" for `kind` (expected one of: exec, sql, http, wait, approve, block, pg.preflight, pg.verify)",
+                "9:8 unknown-kind: unknown step kind \"shell\" for `kind` (expected one of: exec, sql, http, wait, approve, block, pg.preflight, pg.copy, pg.verify, pg.backup, pg.restore)",
             ],
         ),
         // 5. A step without kind.
@@ -297,10 +297,25 @@ kind = "pg.preflight"
 dsn = "postgres://127.0.0.1/x"
 target_version = 15
 [[phases.steps]]
+name = "pc"
+kind = "pg.copy"
+dsn = "postgres://127.0.0.1/x"
+target_dsn = "postgres://127.0.0.1/y"
+jobs = 2
+[[phases.steps]]
 name = "pv"
 kind = "pg.verify"
 dsn = "postgres://127.0.0.1/x"
 target_dsn = "postgres://127.0.0.1/y"
+[[phases.steps]]
+name = "pb"
+kind = "pg.backup"
+dsn = "postgres://127.0.0.1/x"
+[[phases.steps]]
+name = "pr"
+kind = "pg.restore"
+from = "{{ outputs.pb.id }}"
+target_dsn = "postgres://127.0.0.1/z"
 "#;
     let plan = load_str("k.toml", text, Path::new("."), None).expect("valid");
     let kinds: Vec<&str> = plan.phases[0].steps.iter().map(|s| s.kind.name()).collect();

@@ -298,6 +298,88 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum PgCommand {
+    /// Copy one database to a server of another major version: schema
+    /// (pre-data), then every table by parallel streaming COPY from the old
+    /// server into the new one (no intermediate file; large tables in key
+    /// ranges), indexes built as each table lands (primary keys and unique
+    /// constraints as unique indexes, then attached), the rest of the
+    /// post-data section, foreign keys validated in parallel, sequences and
+    /// materialized views. The target database is created when missing and
+    /// must otherwise be empty. In a plan, pg.copy resumes piece by piece.
+    #[command(after_help = "Examples:
+          CUTOVER_SOURCE_DSN=postgres://postgres@old-db/shop CUTOVER_TARGET_DSN=postgres://postgres@new-db/shop cutover pg copy --jobs 4
+          cutover pg copy --source … --target … --method dump --jobs 2     # pg_dump -Fd -j2 | pg_restore -j2
+
+        Roles are server-wide and not copied: create them on the new server first, or use --no-owner.")]
+    Copy {
+        /// The database to copy.
+        #[arg(long, env = "CUTOVER_SOURCE_DSN", hide_env_values = true)]
+        source: String,
+        /// The database to copy it into, on the new server.
+        #[arg(long, env = "CUTOVER_TARGET_DSN", hide_env_values = true)]
+        target: String,
+        /// fast (parallel COPY) or dump (pg_dump | pg_restore).
+        #[arg(long, default_value = "fast", value_parser = ["fast", "dump"])]
+        method: String,
+        /// Connections (pairs) working at once; pg_dump/pg_restore -j for --method dump.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: u32,
+        /// Split tables larger than this many MiB (with an integer primary key) into key ranges.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+        split_mb: u32,
+        /// Restore without ownership and grants (for a server without the old roles).
+        #[arg(long)]
+        no_owner: bool,
+        /// Directory of pg_dump and pg_restore (default: $CUTOVER_PG_BIN, the newest installed, or $PATH).
+        #[arg(long)]
+        pg_bin: Option<PathBuf>,
+    },
+
+    /// Take a backup (pg_dump archive) of a database into a backups
+    /// directory, with its manifest entry: database, server version, size,
+    /// SHA-256, time. Prints the backup's id.
+    #[command(after_help = "Example:
+  CUTOVER_SOURCE_DSN=postgres://postgres@old-db/shop cutover pg backup --dir /srv/backups")]
+    Backup {
+        #[arg(long, env = "CUTOVER_SOURCE_DSN", hide_env_values = true)]
+        source: String,
+        /// The backups directory.
+        #[arg(long, default_value = "backups")]
+        dir: PathBuf,
+        #[arg(long)]
+        pg_bin: Option<PathBuf>,
+    },
+
+    /// List the backups of a backups directory, oldest first.
+    #[command(after_help = "Example:
+  cutover pg backups --dir /srv/backups --output json")]
+    Backups {
+        #[arg(long, default_value = "backups")]
+        dir: PathBuf,
+    },
+
+    /// Restore a backup (by id, or the path of its archive) into a database,
+    /// created when missing. Its size and checksum are checked first.
+    #[command(after_help = "Example:
+          CUTOVER_TARGET_DSN=postgres://postgres@old-db/shop_restored cutover pg restore shop-20261121T101500Z --dir /srv/backups")]
+    Restore {
+        /// The backup's id (see `cutover pg backups`) or its .dump file.
+        from: String,
+        #[arg(long, env = "CUTOVER_TARGET_DSN", hide_env_values = true)]
+        target: String,
+        #[arg(long, default_value = "backups")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: u32,
+        /// Drop the objects the backup holds before restoring them.
+        #[arg(long)]
+        clean: bool,
+        #[arg(long)]
+        no_owner: bool,
+        #[arg(long)]
+        pg_bin: Option<PathBuf>,
+    },
+
     /// Compare a database with its copy on another server: every table's row
     /// count and an order-independent checksum computed in the database,
     /// sequences' values, and object counts (tables, views, indexes,

@@ -85,6 +85,16 @@ async fn dispatch(args: cli::Cli) -> i32 {
             pg::preflight(&source, target.as_deref(), target_version, &ignore, &fail_on, out).await
         }
         cli::Command::Pg(cli::PgCommand::Verify { source, target }) => pg::verify(&source, &target, out).await,
+        cli::Command::Pg(cli::PgCommand::Copy { source, target, method, jobs, split_mb, no_owner, pg_bin }) => {
+            pg::copy(&source, &target, &method, jobs, split_mb, no_owner, pg_bin, out).await
+        }
+        cli::Command::Pg(cli::PgCommand::Backup { source, dir, pg_bin }) => {
+            pg::backup(&source, &dir, pg_bin, out).await
+        }
+        cli::Command::Pg(cli::PgCommand::Backups { dir }) => pg::backups(&dir, out),
+        cli::Command::Pg(cli::PgCommand::Restore { from, target, dir, jobs, clean, no_owner, pg_bin }) => {
+            pg::restore(&from, &target, &dir, jobs, clean, no_owner, pg_bin, out).await
+        }
         cli::Command::Completions { shell } => {
             cli::completions(shell);
             Ok(0)

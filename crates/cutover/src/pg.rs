@@ -98,3 +98,154 @@ pub async fn verify(source: &str, target: &str, out: Output) -> anyhow::Result<i
     }
     Ok(if r.differences.is_empty() { 0 } else { 1 })
 }
+
+#[allow(clippy::too_many_arguments)]
+pub async fn copy(
+    source: &str,
+    target: &str,
+    method: &str,
+    jobs: u32,
+    split_mb: u32,
+    no_owner: bool,
+    pg_bin: Option<std::path::PathBuf>,
+    out: Output,
+) -> anyhow::Result<i32> {
+    use cutover_pg::copy::{self, CopyEvent, Method, Observer, Options};
+    // The schema archive's directory; removed at the end.
+    let work = std::env::temp_dir().join(format!("cutover-copy-{}", std::process::id()));
+    let mut opts = Options::new(work.clone());
+    opts.method = Method::parse(method).unwrap_or(Method::Fast);
+    opts.jobs = jobs as usize;
+    opts.split_bytes = u64::from(split_mb) << 20;
+    opts.no_owner = no_owner;
+    opts.tools = cutover_pg::tools::Tools::new(pg_bin);
+    let last = std::sync::Mutex::new(std::time::Instant::now());
+    // Progress goes to stderr, so stdout holds only the result.
+    let emit = |e: CopyEvent| match e {
+        CopyEvent::Phase { name, message } => eprintln!("== {name}: {message}"),
+        CopyEvent::Done { message, .. } => eprintln!("   {message}"),
+        CopyEvent::Progress { bytes, rows, total_bytes } => {
+            let mut l = last.lock().unwrap_or_else(|p| p.into_inner());
+            if l.elapsed() >= Duration::from_secs(2) {
+                *l = std::time::Instant::now();
+                let pct = if total_bytes > 0 { bytes as f64 / total_bytes as f64 * 100.0 } else { 0.0 };
+                eprintln!(
+                    "   … {} of about {} ({pct:.0} %), {rows} rows",
+                    copy::human_bytes(bytes),
+                    copy::human_bytes(total_bytes)
+                );
+            }
+        }
+    };
+    let obs = Observer { done: Default::default(), emit: &emit, hold: None };
+    let sum = copy::run(source, target, &opts, &obs).await;
+    let _ = std::fs::remove_dir_all(&work);
+    let sum = sum.map_err(|e| usage(format!("copy failed: {e}")))?;
+    match out {
+        Output::Json => output::json(&sum)?,
+        Output::Text => {
+            println!(
+                "copied {} into {} ({} method) in {:.1} s: {} table(s) in {} part(s), {} row(s), {}; {} index(es), {} constraint(s), {} foreign key(s), {} sequence(s), {} materialized view(s) refreshed",
+                cutover_pg::describe(source),
+                cutover_pg::describe(target),
+                sum.method,
+                sum.seconds,
+                sum.tables,
+                sum.parts,
+                sum.rows,
+                copy::human_bytes(sum.bytes),
+                sum.indexes,
+                sum.constraints,
+                sum.foreign_keys,
+                sum.sequences,
+                sum.materialized_views
+            );
+            for (phase, secs) in &sum.phases {
+                println!("  {phase:<34} {secs:>8.1} s");
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn backup(
+    source: &str,
+    dir: &std::path::Path,
+    pg_bin: Option<std::path::PathBuf>,
+    out: Output,
+) -> anyhow::Result<i32> {
+    let tools = cutover_pg::tools::Tools::new(pg_bin);
+    let b = cutover_pg::backup::backup(source, dir, &tools, "cutover pg backup")
+        .await
+        .map_err(|e| usage(format!("backup failed: {e}")))?;
+    match out {
+        Output::Json => output::json(&b)?,
+        Output::Text => println!(
+            "{} ({} on PostgreSQL {}, {}, sha256 {}) in {}",
+            b.id,
+            b.database,
+            b.server_version,
+            cutover_pg::copy::human_bytes(b.size),
+            b.sha256,
+            dir.join(&b.file).display()
+        ),
+    }
+    Ok(0)
+}
+
+pub fn backups(dir: &std::path::Path, out: Output) -> anyhow::Result<i32> {
+    let list = cutover_pg::backup::list(dir).map_err(usage)?;
+    match out {
+        Output::Json => output::json(&list)?,
+        Output::Text => {
+            if list.is_empty() {
+                println!("no backups in {}", dir.display());
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.id.clone(),
+                            b.database.clone(),
+                            b.server_version.clone(),
+                            cutover_pg::copy::human_bytes(b.size),
+                            b.created_at.clone(),
+                            b.sha256[..12.min(b.sha256.len())].to_string(),
+                            b.label.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["ID", "DATABASE", "VERSION", "SIZE", "TAKEN", "SHA256", "LABEL"], &rows);
+            }
+        }
+    }
+    Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn restore(
+    from: &str,
+    target: &str,
+    dir: &std::path::Path,
+    jobs: u32,
+    clean: bool,
+    no_owner: bool,
+    pg_bin: Option<std::path::PathBuf>,
+    out: Output,
+) -> anyhow::Result<i32> {
+    let tools = cutover_pg::tools::Tools::new(pg_bin);
+    let r = cutover_pg::backup::restore(dir, from, target, jobs as usize, clean, no_owner, &tools)
+        .await
+        .map_err(|e| usage(format!("restore failed: {e}")))?;
+    match out {
+        Output::Json => output::json(&r)?,
+        Output::Text => println!(
+            "backup {} restored into {}{} in {:.1} s",
+            r.id,
+            cutover_pg::describe(target),
+            if r.created_database { " (database created)" } else { "" },
+            r.seconds
+        ),
+    }
+    Ok(0)
+}

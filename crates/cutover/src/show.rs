@@ -209,6 +209,21 @@ fn describe(
             cutover_pg_describe(&render(&x.dsn, ctx, r)),
             cutover_pg_describe(&render(&x.target_dsn, ctx, r))
         ),
+        StepKind::PgCopy(x) => format!(
+            "pg.copy ({}, {} job(s)): {} into {}",
+            x.method,
+            x.jobs,
+            cutover_pg_describe(&render(&x.dsn, ctx, r)),
+            cutover_pg_describe(&render(&x.target_dsn, ctx, r))
+        ),
+        StepKind::PgBackup(x) => {
+            format!("pg.backup: {} into {}", cutover_pg_describe(&render(&x.dsn, ctx, r)), render(&x.dir, ctx, r))
+        }
+        StepKind::PgRestore(x) => format!(
+            "pg.restore: backup {} into {}",
+            render(&x.from, ctx, r),
+            cutover_pg_describe(&render(&x.target_dsn, ctx, r))
+        ),
         StepKind::PgPreflight(x) => format!(
             "pg.preflight: {} for PostgreSQL {}",
             cutover_pg_describe(&render(&x.dsn, ctx, r)),

@@ -5,6 +5,8 @@
 mod approve;
 mod exec;
 mod http;
+mod pg_backup;
+mod pg_copy;
 mod pg_preflight;
 mod pg_verify;
 mod sql;
@@ -130,6 +132,9 @@ pub fn execute<'a>(
             StepKind::Approve(s) => approve::run(s, ctx).await,
             StepKind::PgPreflight(s) => pg_preflight::run(s, ctx).await,
             StepKind::PgVerify(s) => pg_verify::run(s, ctx).await,
+            StepKind::PgCopy(s) => pg_copy::run(s, ctx).await,
+            StepKind::PgBackup(s) => pg_backup::run_backup(s, ctx).await,
+            StepKind::PgRestore(s) => pg_backup::run_restore(s, ctx).await,
             StepKind::Block(_) => Err(StepError::Failed("a block is run by the runner, not as one step".into())),
         }
     })
