@@ -3,6 +3,8 @@
 //! slot free) may start now — its notice has passed, it is inside one of its
 //! windows and its estimate fits in what is left — or waits, and until when.
 //!
+//! A target that began already (paused, interrupted, retried) goes on
+//! whatever the time: windows decide when work begins, not when it stops.
 //! A waiting target takes no slot and holds nobody else up. It is told once
 //! (`window_waiting`, and its status message) each time the reason changes.
 //! A target starts with its estimate recorded (`target_estimated`); when it
@@ -147,6 +149,13 @@ impl Scheduler {
         let model = g.model.clone().unwrap_or(Model::Prior(shared.plan.schedule.prior));
         let est = model.estimate(ts.size);
         let by = g.now_for.get(&t.name).or(g.all_now.as_ref()).cloned();
+        // The window decides when a target begins: one that began already
+        // (paused, interrupted, retried) goes on, so that a maintenance it
+        // left half done is not held for a week.
+        if by.is_none() && shared.store().target(&shared.run_id, &t.name)?.started_at.is_some() {
+            g.holds.remove(&t.name);
+            return Ok(true);
+        }
         let decision = match &by {
             Some(_) => Decision::Start { window: None },
             None => decide(&shared.plan, &t.name, &ts, now, est),

@@ -152,6 +152,32 @@ fn an_estimate_that_does_not_fit_waits_for_the_next_window() {
     assert_eq!(w.lines("trail"), ["b", "a"]);
 }
 
+// Regression guard: a target paused (or interrupted) in the middle of its
+// work must not wait for its next window when resumed after this one closed;
+// its maintenance began and is half done.
+#[test]
+fn a_target_that_began_goes_on_after_its_window_closed() {
+    let w = Work::new();
+    let text = plan("estimate = { base = \"1s\" }", &target("a", &format!("window = \"{ZURICH}\"")))
+        .replace("command = \"echo {{ name }} >> trail\"", "command = \"echo one >> trail; sleep 2\"")
+        + "[[phases.steps]]\nname = \"finish\"\nkind = \"exec\"\ncommand = \"echo two >> trail\"\n";
+    w.write("p.toml", &text);
+    // Five seconds before the window closes: the 1-second estimate fits.
+    let mut child = spawn_at(&w, "2026-12-03T04:59:55+01:00", &["run", "p.toml"]);
+    let run = first_run(&w);
+    wait_until(20, "the first step to start", || {
+        w.events(&run).iter().any(|e| e["kind"] == "step_started" && e["step"] == "migrate")
+    });
+    assert_eq!(code(&w.run(&["pause", &run])), 0);
+    assert_eq!(wait_exit(&mut child, 20), 3);
+    assert_eq!(w.lines("trail"), ["one"]);
+    // Resumed ten minutes after the window closed: it finishes at once.
+    let mut child = spawn_at(&w, "2026-12-03T05:10:00+01:00", &["resume", &run]);
+    assert_eq!(wait_exit(&mut child, 30), 0);
+    assert_eq!(w.lines("trail"), ["one", "two"]);
+    assert!(of(&w.events(&run), "window_waiting", "a").is_empty());
+}
+
 #[test]
 fn a_notice_period_holds_a_target_until_someone_says_start_now() {
     let w = Work::new();
