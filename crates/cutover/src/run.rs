@@ -40,6 +40,8 @@ pub async fn run(
     if let Some(t) = start_now.unwrap_or_default().iter().find(|t| plan.target(t).is_none()) {
         return Err(usage(format!("--start-now: plan `{}` has no (selected) target `{t}`", plan.name)));
     }
+    // A schedule clock set wrongly stops the run before it is recorded.
+    cutover_engine::schedule::Clock::from_env().map_err(usage)?;
     let engine = open_engine(state)?;
     // Secrets are read before the run is recorded: a missing one stops
     // everything before any target is touched.
