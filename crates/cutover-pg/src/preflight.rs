@@ -82,7 +82,10 @@ impl Report {
 
 /// The rules, in the order they run, with what each looks for.
 pub const RULES: &[(&str, &str)] = &[
-    ("md5-passwords", "login roles whose passwords are stored as md5 hashes while the new server uses scram-sha-256"),
+    (
+        "md5-passwords",
+        "login roles of this database (its owner, owners of its objects, grantees on its tables) whose passwords are stored as md5 hashes while the new server uses scram-sha-256",
+    ),
     ("index-row-size", "btree index entries larger than the new version's maximum (2704 bytes)"),
     ("extensions", "extensions (and versions) installed on the source but not available on the target server"),
     ("unlogged-tables", "unlogged tables (not crash-safe, not replicated)"),
@@ -162,7 +165,16 @@ fn finding(rule: &'static str, severity: Severity, summary: String, objects: Vec
 async fn md5_passwords(source: &Client, target: Option<&Client>, target_major: u32) -> Result<Vec<Finding>, PgError> {
     let roles = match texts(
         source,
-        "SELECT rolname::text FROM pg_authid WHERE rolcanlogin AND rolpassword LIKE 'md5%' ORDER BY 1",
+        // The roles this database's clients log in as: its owner, owners of
+        // its objects, and roles granted privileges on its tables. (Roles
+        // are server-wide; a role that never touches this database is not
+        // this database's problem.)
+        "SELECT a.rolname::text FROM pg_authid a WHERE a.rolcanlogin AND a.rolpassword LIKE 'md5%' AND ( \
+           a.oid = (SELECT datdba FROM pg_database WHERE datname = current_database()) \
+           OR EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = a.oid) \
+           OR EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspowner = a.oid AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema') \
+           OR EXISTS (SELECT 1 FROM pg_proc p WHERE p.proowner = a.oid) \
+           OR EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) x WHERE x.grantee = a.oid)) ORDER BY 1",
     )
     .await
     {

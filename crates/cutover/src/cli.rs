@@ -286,6 +286,32 @@ pub enum Command {
         out: PathBuf,
     },
 
+    /// The fleet upgrade of seed 002 on this machine: starts a throwaway
+    /// PostgreSQL 13 and 15 server, creates customer databases with the
+    /// traps that hurt real fleets (an md5 password, an index entry too large
+    /// for the new version, extensions, an unlogged table, an app that
+    /// ignores its maintenance switch), a platform of small apps that write
+    /// to them, then runs examples/fleet-upgrade/plan.toml with the control
+    /// tower open, and ends with the report.
+    #[command(
+        after_help = "Examples:\n  cutover demo\n  cutover demo --dbs 16 --dir /tmp/demo --listen 127.0.0.1:8080 --keep\n\n\
+        Needs PostgreSQL 13 and 15 server binaries: scripts/install-test-deps installs them."
+    )]
+    Demo {
+        /// How many customer databases (5 to 20).
+        #[arg(long, default_value_t = 12)]
+        dbs: usize,
+        /// Where the plan, inventory, backups, state and report go (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Where the control tower listens (default: a free port on 127.0.0.1).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Keep the servers, apps and tower up at the end, until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
+
     /// PostgreSQL operations run on their own, outside a plan (the same code
     /// as the plan's pg.* steps).
     #[command(subcommand)]

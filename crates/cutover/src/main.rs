@@ -3,6 +3,7 @@
 
 mod cli;
 mod control;
+mod demo;
 mod output;
 mod pg;
 mod report;
@@ -84,6 +85,7 @@ async fn dispatch(args: cli::Cli) -> i32 {
         cli::Command::Pg(cli::PgCommand::Preflight { source, target, target_version, ignore, fail_on }) => {
             pg::preflight(&source, target.as_deref(), target_version, &ignore, &fail_on, out).await
         }
+        cli::Command::Demo { dbs, dir, listen, keep } => demo::demo(dbs, dir, listen, keep, out).await,
         cli::Command::Pg(cli::PgCommand::Verify { source, target }) => pg::verify(&source, &target, out).await,
         cli::Command::Pg(cli::PgCommand::Copy { source, target, method, jobs, split_mb, no_owner, pg_bin }) => {
             pg::copy(&source, &target, &method, jobs, split_mb, no_owner, pg_bin, out).await

@@ -112,8 +112,14 @@ fn every_rule_fires_on_its_trap_and_none_on_a_clean_database() {
     // Server-wide things, created and removed in turn: an md5 role, a
     // replication slot, a tablespace.
     let role = unique_db_name("md5_role");
-    src.psql("postgres", &format!("SET password_encryption = 'md5'; CREATE ROLE \"{role}\" LOGIN PASSWORD 'pw-123';"))
-        .expect("role");
+    let stranger = unique_db_name("md5_stranger");
+    src.psql(
+        "postgres",
+        &format!(
+            "SET password_encryption = 'md5'; CREATE ROLE \"{role}\" LOGIN PASSWORD 'pw-123'; CREATE ROLE \"{stranger}\" LOGIN PASSWORD 'pw-456';"
+        ),
+    )
+    .expect("role");
     src.psql("postgres", "SELECT pg_create_physical_replication_slot('cutover_preflight_slot');").expect("slot");
     let dir = src.data_dir().parent().expect("cluster dir").join(unique_db_name("ts"));
     std::fs::create_dir(&dir).expect("ts dir");
@@ -122,19 +128,21 @@ fn every_rule_fires_on_its_trap_and_none_on_a_clean_database() {
     src.psql("postgres", &format!("CREATE TABLESPACE cutover_ts LOCATION '{}';", dir.display())).expect("tablespace");
     let db = unique_db_name("server");
     src.create_database(&db).expect("db");
-    src.psql(&db, "CREATE TABLE far (i int) TABLESPACE cutover_ts;").expect("table");
+    src.psql(&db, &format!("CREATE TABLE far (i int) TABLESPACE cutover_ts; CREATE TABLE mine (i int); ALTER TABLE mine OWNER TO \"{role}\";"))
+        .expect("table");
     let r = run(&db);
-    src.psql(&db, "DROP TABLE far;").expect("drop");
+    src.psql(&db, "DROP TABLE far; DROP TABLE mine;").expect("drop");
     src.psql(
         "postgres",
         &format!(
-            "DROP ROLE \"{role}\"; SELECT pg_drop_replication_slot('cutover_preflight_slot'); DROP TABLESPACE cutover_ts;"
+            "DROP ROLE \"{role}\"; DROP ROLE \"{stranger}\"; SELECT pg_drop_replication_slot('cutover_preflight_slot'); DROP TABLESPACE cutover_ts;"
         ),
     )
     .expect("clean up");
     let md5 = rule(&r, "md5-passwords");
     assert_eq!(md5[0].severity, Severity::Blocker, "the 15 server hashes with scram-sha-256");
     assert!(md5[0].objects.contains(&role), "{:?}", md5[0]);
+    assert!(!md5[0].objects.contains(&stranger), "a role that owns nothing here is not this database's: {:?}", md5[0]);
     assert!(md5[0].remediation.contains("libpq 10"));
     assert_eq!(sev_of(&r, "replication-slots"), Some(vec!["cutover_preflight_slot (physical)".to_string()]));
     assert_eq!(sev_of(&r, "tablespaces"), Some(vec!["cutover_ts".to_string()]));

@@ -57,7 +57,22 @@ fn schema_is_json_schema_and_plan_executes_nothing() {
             .filter_map(|v| v["properties"]["kind"]["const"].as_str().map(str::to_string))
             .collect()
     };
-    assert_eq!(kinds("step"), ["exec", "sql", "http", "wait", "approve", "block", "pg.preflight", "pg.verify"]);
+    assert_eq!(
+        kinds("step"),
+        [
+            "exec",
+            "sql",
+            "http",
+            "wait",
+            "approve",
+            "block",
+            "pg.preflight",
+            "pg.copy",
+            "pg.verify",
+            "pg.backup",
+            "pg.restore"
+        ]
+    );
     assert_eq!(kinds("check"), ["http", "sql", "tcp", "command", "prometheus", "log", "manual"]);
     w.write("ok.toml", OK_PLAN);
     let o = w.run(&["plan", "ok.toml"]);
