@@ -165,8 +165,25 @@ pub async fn demo(
     println!();
     println!("apps after the move:");
     for (name, a) in apps.snapshot().await {
+        // An app left on the old server: its database is as it was (the
+        // move only read it), apart from what the app itself wrote.
+        let unchanged = if a.on_new {
+            String::new()
+        } else {
+            let i = names.iter().position(|n| *n == name).unwrap_or(0);
+            let rows = rows_of(i);
+            let now =
+                old.psql(&name, "SELECT (SELECT count(*) FROM orders) || '|' || (SELECT count(*) FROM customers)");
+            match now {
+                Ok(n) if n == format!("{rows}|{}", rows / 10) => {
+                    format!("; its database as before the move: {rows} orders, {} customers", rows / 10)
+                }
+                Ok(n) => format!("; its database CHANGED: orders|customers = {n}, expected {rows}|{}", rows / 10),
+                Err(e) => format!("; cannot read its database: {e}"),
+            }
+        };
         println!(
-            "  {name:<11} on PostgreSQL {} ({} writes; maintenance {})",
+            "  {name:<11} on PostgreSQL {} ({} writes; maintenance {}){unchanged}",
             if a.on_new { "15" } else { "13" },
             a.writes,
             if a.maintenance { "on" } else { "off" }
@@ -218,7 +235,7 @@ fn provision(old: &PgCluster, new: &PgCluster, names: &[&str]) -> anyhow::Result
         .map_err(|e| fail("create a customer", e))?;
         new.psql("postgres", &format!("CREATE ROLE {role} LOGIN PASSWORD 'demo-{n}';"))
             .map_err(|e| fail("create a role on the new server", e))?;
-        let rows = 2_000 + (i * i) * 1_500;
+        let rows = rows_of(i);
         let mut sql = format!(
             "SET ROLE {role};
              CREATE TABLE customers (id serial PRIMARY KEY, email text NOT NULL UNIQUE, name text, created timestamptz NOT NULL DEFAULT now());
@@ -260,6 +277,11 @@ fn provision(old: &PgCluster, new: &PgCluster, names: &[&str]) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// Orders in the i-th customer's database (a tenth as many customers).
+fn rows_of(i: usize) -> usize {
+    2_000 + (i * i) * 1_500
 }
 
 #[derive(Clone, Serialize)]

@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod crash;
+mod demo;
 mod fleet;
 mod gates;
 mod lifecycle;
