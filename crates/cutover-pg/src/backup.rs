@@ -55,7 +55,7 @@ pub async fn backup(dsn: &str, dir: &Path, tools: &Tools, label: &str) -> Result
     let (database, version): (String, String) = (r.get(0), r.get(1));
     std::fs::create_dir_all(dir).map_err(|e| PgError::Other(format!("cannot create {}: {e}", dir.display())))?;
     let stamp = jiff::Timestamp::now();
-    let base = format!("{}-{}", safe_name(&database), stamp.strftime("%Y%m%dT%H%M%SZ"));
+    let base = format!("{}-{}", crate::file_safe(&database), stamp.strftime("%Y%m%dT%H%M%SZ"));
     let mut id = base.clone();
     let mut n = 1;
     while dir.join(format!("{id}.dump")).exists() || dir.join(format!("{id}.json")).exists() {
@@ -96,10 +96,6 @@ pub async fn backup(dsn: &str, dir: &Path, tools: &Tools, label: &str) -> Result
         .and_then(|_| std::fs::rename(&tmp, &entry))
         .map_err(|e| PgError::Other(format!("cannot write {}: {e}", entry.display())))?;
     Ok(b)
-}
-
-fn safe_name(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
 }
 
 /// Size and SHA-256 (hex) of a file.
@@ -207,9 +203,7 @@ pub async fn restore(
     if clean {
         cmd.args(["--clean", "--if-exists"]);
     }
-    if no_owner {
-        cmd.args(["--no-owner", "--no-privileges"]);
-    }
+    crate::copy::no_owner_args(no_owner, &mut cmd);
     if jobs <= 1 {
         cmd.arg("--exit-on-error");
     }

@@ -256,8 +256,9 @@ pub(crate) fn dbname(dsn: &str) -> Result<String, PgError> {
     Ok(c.get_dbname().or(c.get_user()).unwrap_or("postgres").to_string())
 }
 
-fn restore_args(opts: &Options, cmd: &mut tokio::process::Command) {
-    if opts.no_owner {
+/// pg_restore without ownership and grants, when asked.
+pub(crate) fn no_owner_args(no_owner: bool, cmd: &mut tokio::process::Command) {
+    if no_owner {
         cmd.args(["--no-owner", "--no-privileges"]);
     }
 }
@@ -290,7 +291,7 @@ async fn dump_copy(
     let db = dbname(target_dsn)?;
     let mut restore = opts.tools.command("pg_restore", target_dsn)?;
     restore.arg("--dbname").arg(&db);
-    restore_args(opts, &mut restore);
+    no_owner_args(opts.no_owner, &mut restore);
     if clean {
         restore.args(["--clean", "--if-exists"]);
     }
@@ -409,10 +410,14 @@ async fn fast_copy(
     }
     let archive = opts.work_dir.join("schema.dump");
     let mut phase = Instant::now();
-    (obs.emit)(CopyEvent::Phase { name: "schema", message: "pg_dump --schema-only; pre-data restored".into() });
-    let mut dump = opts.tools.command("pg_dump", source_dsn)?;
-    dump.args(["--schema-only", "--format=custom", "--file"]).arg(&archive);
-    tools::run(dump, "pg_dump --schema-only").await?;
+    // The archive serves the pre-data and post-data sections: a resumed
+    // copy past both does not dump the schema again.
+    if !(obs.done.contains("schema") && obs.done.contains("post-data")) {
+        (obs.emit)(CopyEvent::Phase { name: "schema", message: "pg_dump --schema-only; pre-data restored".into() });
+        let mut dump = opts.tools.command("pg_dump", source_dsn)?;
+        dump.args(["--schema-only", "--format=custom", "--file"]).arg(&archive);
+        tools::run(dump, "pg_dump --schema-only").await?;
+    }
     if obs.done.contains("schema") {
         sum.skipped += 1;
     } else {
@@ -420,7 +425,7 @@ async fn fast_copy(
         restore
             .args(["--section=pre-data", "--single-transaction", "--exit-on-error", "--dbname"])
             .arg(dbname(target_dsn)?);
-        restore_args(opts, &mut restore);
+        no_owner_args(opts.no_owner, &mut restore);
         restore.arg(&archive);
         tools::run(restore, "pg_restore of the schema (pre-data)").await?;
         obs.done("schema".into(), "schema (pre-data) restored".into(), json!({}));
@@ -450,8 +455,7 @@ async fn fast_copy(
         sum.skipped += 1;
     } else {
         (obs.emit)(CopyEvent::Phase { name: "post-data", message: "the rest of the post-data section".into() });
-        let list = opts.tools.command("pg_restore", target_dsn)?;
-        let mut list = list;
+        let mut list = opts.tools.command("pg_restore", target_dsn)?;
         list.arg("--list").arg(&archive).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         let out = list.output().await.map_err(|e| PgError::Tool(format!("cannot run pg_restore --list: {e}")))?;
         if !out.status.success() {
@@ -484,7 +488,7 @@ async fn fast_copy(
             .arg(&list_path)
             .arg("--dbname")
             .arg(dbname(target_dsn)?);
-        restore_args(opts, &mut restore);
+        no_owner_args(opts.no_owner, &mut restore);
         restore.arg(&archive);
         tools::run(restore, "pg_restore of the post-data section").await?;
         obs.done(

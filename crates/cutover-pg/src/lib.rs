@@ -145,6 +145,12 @@ async fn connect_config(
     Ok(client)
 }
 
+/// A name made safe for a file name: ASCII letters, digits, `-` and `_`
+/// kept, anything else `_`.
+pub fn file_safe(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
 /// Quotes an identifier for SQL text (identifiers cannot be bind parameters).
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))

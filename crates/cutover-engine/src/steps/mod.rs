@@ -104,12 +104,25 @@ impl StepCtx<'_> {
         }
     }
 
-    /// Renders a DSN, registers its password with the redactor, connects.
-    pub async fn pg_connect(&self, t: &Template, what: &str) -> Result<(String, cutover_pg::Client), StepError> {
+    /// Renders a DSN (or URL) and registers its password with the redactor
+    /// before anything can print it.
+    pub fn render_dsn(&self, t: &Template, what: &str) -> Result<String, StepError> {
         let dsn = self.render(t, what)?;
         self.redactor.add_url_password(&dsn);
+        Ok(dsn)
+    }
+
+    /// Renders a DSN, registers its password with the redactor, connects.
+    pub async fn pg_connect(&self, t: &Template, what: &str) -> Result<(String, cutover_pg::Client), StepError> {
+        let dsn = self.render_dsn(t, what)?;
         let client = cutover_pg::connect(&dsn, PG_CONNECT_TIMEOUT).await.map_err(|e| self.fail(e.to_string()))?;
         Ok((dsn, client))
+    }
+
+    /// pg_dump/pg_restore from a step's `pg_bin` (relative to the plan's
+    /// directory), else found the usual way.
+    pub fn pg_tools(&self, pg_bin: &Option<String>) -> cutover_pg::tools::Tools {
+        cutover_pg::tools::Tools::new(pg_bin.as_ref().map(|p| self.plan_dir.join(p)))
     }
 
     pub fn fail(&self, msg: impl AsRef<str>) -> StepError {

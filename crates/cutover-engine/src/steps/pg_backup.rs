@@ -4,15 +4,13 @@
 use super::{Outputs, StepCtx, StepError};
 use crate::model::NewEvent;
 use cutover_pg::backup;
-use cutover_pg::tools::Tools;
 use cutover_plan::{PgBackupStep, PgRestoreStep};
 use serde_json::json;
 
 pub async fn run_backup(s: &PgBackupStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
-    let dsn = ctx.render(&s.dsn, "the dsn")?;
-    ctx.redactor.add_url_password(&dsn);
+    let dsn = ctx.render_dsn(&s.dsn, "the dsn")?;
     let dir = ctx.plan_dir.join(ctx.render(&s.dir, "the dir")?);
-    let tools = Tools::new(s.pg_bin.as_ref().map(|p| ctx.plan_dir.join(p)));
+    let tools = ctx.pg_tools(&s.pg_bin);
     let label = format!("run {} target {}", ctx.run_id, ctx.target);
     let b = backup::backup(&dsn, &dir, &tools, &label).await.map_err(|e| ctx.fail(format!("pg.backup: {e}")))?;
     let data = serde_json::to_value(&b).unwrap_or_default();
@@ -42,10 +40,9 @@ pub async fn run_backup(s: &PgBackupStep, ctx: &StepCtx<'_>) -> Result<Outputs, 
 
 pub async fn run_restore(s: &PgRestoreStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
     let from = ctx.render(&s.from, "from")?;
-    let target = ctx.render(&s.target_dsn, "the target_dsn")?;
-    ctx.redactor.add_url_password(&target);
+    let target = ctx.render_dsn(&s.target_dsn, "the target_dsn")?;
     let dir = ctx.plan_dir.join(ctx.render(&s.dir, "the dir")?);
-    let tools = Tools::new(s.pg_bin.as_ref().map(|p| ctx.plan_dir.join(p)));
+    let tools = ctx.pg_tools(&s.pg_bin);
     let r = backup::restore(&dir, &from, &target, s.jobs as usize, s.clean, s.no_owner, &tools)
         .await
         .map_err(|e| ctx.fail(format!("pg.restore: {e}")))?;

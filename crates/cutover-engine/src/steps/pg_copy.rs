@@ -11,22 +11,20 @@ use serde_json::json;
 use std::collections::HashSet;
 
 pub async fn run(s: &PgCopyStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
-    let source = ctx.render(&s.dsn, "the dsn")?;
-    ctx.redactor.add_url_password(&source);
-    let target = ctx.render(&s.target_dsn, "the target_dsn")?;
-    ctx.redactor.add_url_password(&target);
+    let source = ctx.render_dsn(&s.dsn, "the dsn")?;
+    let target = ctx.render_dsn(&s.target_dsn, "the target_dsn")?;
     let mut opts = Options::new(std::env::temp_dir().join(format!(
         "cutover-copy-{}-{}-{}",
         ctx.run_id,
-        sanitize(ctx.target),
-        sanitize(ctx.step)
+        cutover_pg::file_safe(ctx.target),
+        cutover_pg::file_safe(ctx.step)
     )));
     opts.method = Method::parse(&s.method).unwrap_or(Method::Fast);
     opts.jobs = s.jobs.max(1) as usize;
     opts.split_bytes = u64::from(s.split_mb.max(1)) << 20;
     opts.no_owner = s.no_owner;
     opts.maintenance_work_mem = s.maintenance_work_mem.clone();
-    opts.tools = cutover_pg::tools::Tools::new(s.pg_bin.as_ref().map(|p| ctx.plan_dir.join(p)));
+    opts.tools = ctx.pg_tools(&s.pg_bin);
 
     let done: HashSet<String> = ctx
         .engine
@@ -81,8 +79,4 @@ pub async fn run(s: &PgCopyStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError
         out.extend(o);
     }
     Ok(out)
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }

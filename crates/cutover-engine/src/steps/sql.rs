@@ -7,8 +7,7 @@ use super::{Outputs, StepCtx, StepError};
 use cutover_plan::SqlStep;
 
 pub async fn run(s: &SqlStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
-    let dsn = ctx.render(&s.dsn, "the dsn")?;
-    ctx.redactor.add_url_password(&dsn);
+    let dsn = ctx.render_dsn(&s.dsn, "the dsn")?;
     let mut statements = vec![];
     for (i, st) in s.statements.iter().enumerate() {
         let params = st
