@@ -427,6 +427,23 @@ impl Builder<'_> {
                 no_owner: self.bool(node, "no_owner").unwrap_or(false),
                 pg_bin: self.str(node, "pg_bin"),
             }),
+            "pg.bigint" => StepKind::PgBigint(PgBigintStep {
+                dsn: self.template_or(node, "dsn", "{{ vars.dsn }}"),
+                table: self.template_or(node, "table", ""),
+                column: self.template(node, "column"),
+                action: self.str(node, "action").unwrap_or_else(|| "convert".into()),
+                until: self.str(node, "until"),
+                from: self.str(node, "from"),
+                approve_cutover: self.bool(node, "approve_cutover").unwrap_or(false),
+                lock_timeout: self.duration(node, "lock_timeout").unwrap_or(Duration::from_millis(500)),
+                statement_timeout: self.duration(node, "statement_timeout").unwrap_or(Duration::from_secs(1)),
+                attempts: self.u32(node, "attempts").unwrap_or(30),
+                batch_time: self.duration(node, "batch_time").unwrap_or(Duration::from_millis(200)),
+                batch_rows: self.u32(node, "batch_rows").unwrap_or(1000),
+                max_replication_lag: self.duration(node, "max_replication_lag").unwrap_or(Duration::from_secs(10)),
+                max_transaction_age: self.duration(node, "max_transaction_age").unwrap_or(Duration::from_secs(600)),
+                max_active: self.u32(node, "max_active"),
+            }),
             "block" => {
                 StepKind::Block(BlockStep { steps: self.steps(node, "steps"), finally: self.steps(node, "finally") })
             }
@@ -445,7 +462,10 @@ impl Builder<'_> {
             // A copy resumes piece by piece, each piece idempotent; a backup
             // writes a new file; a restore is only safe again with `clean`.
             | StepKind::PgCopy(_)
-            | StepKind::PgBackup(_) => true,
+            | StepKind::PgBackup(_)
+            // A bigint conversion keeps its state in the database and each
+            // of its stages is idempotent.
+            | StepKind::PgBigint(_) => true,
             StepKind::PgRestore(r) => r.clean,
             _ => false,
         };

@@ -4,9 +4,10 @@
 use crate::diag::{Diagnostic, Diagnostics, Pos};
 use crate::expr;
 use crate::model::*;
-use crate::shape::closest;
+use crate::shape::{PG_BIGINT_STAGES, closest};
 use crate::template;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 const CEL_ROOTS: &[&str] = &["name", "target", "labels", "vars", "outputs"];
 const TEMPLATE_ROOTS: &[&str] = &["name", "target", "labels", "vars", "outputs", "secrets", "plan", "run", "phase"];
@@ -532,6 +533,14 @@ fn check_step(
             check_template(&c.dsn, &refs, diags);
             check_template(&c.target_dsn, &refs, diags);
         }
+        StepKind::PgBigint(b) => {
+            check_template(&b.dsn, &refs, diags);
+            check_template(&b.table, &refs, diags);
+            if let Some(c) = &b.column {
+                check_template(c, &refs, diags);
+            }
+            pg_bigint(step, b, diags);
+        }
         StepKind::PgBackup(b) => {
             check_template(&b.dsn, &refs, diags);
             check_template(&b.dir, &refs, diags);
@@ -584,6 +593,67 @@ fn check_step(
         }
     }
     earlier.push(step.name.clone());
+}
+
+/// The longest `lock_timeout` and `statement_timeout` of a `pg.bigint` step:
+/// writers queue behind a lock that waits, so the cut-over's must be short.
+const BIGINT_MAX_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the shape cannot say about a `pg.bigint` step: stages only with
+/// `convert` and in order, short lock timeouts. Unknown actions and stage
+/// names, and attempts or batch_rows below 1, were reported by the shape.
+fn pg_bigint(step: &Step, b: &PgBigintStep, diags: &mut Diagnostics) {
+    let stages = [("until", &b.until), ("from", &b.from)];
+    if b.action != "convert" {
+        for (key, _) in stages.iter().filter(|(_, v)| v.is_some()) {
+            diags.push(
+                Diagnostic::new(
+                    step.pos.clone(),
+                    "bigint-stage",
+                    format!(
+                        "pg.bigint step `{}` sets `{key}`, which only applies to action = \"convert\", not \"{}\"",
+                        step.name, b.action
+                    ),
+                )
+                .with_help(
+                    "rollback, contract and abort run whole; remove `until`/`from`, or use action = \"convert\"",
+                ),
+            );
+        }
+    }
+    let index = |s: &Option<String>| s.as_deref().and_then(|s| PG_BIGINT_STAGES.iter().position(|x| *x == s));
+    if let (Some(from), Some(until)) = (index(&b.from), index(&b.until))
+        && from > until
+    {
+        diags.push(
+            Diagnostic::new(
+                step.pos.clone(),
+                "bigint-stage-order",
+                format!(
+                    "pg.bigint step `{}` starts at stage {} (`from`), after the stage it stops at, {} (`until`)",
+                    step.name, PG_BIGINT_STAGES[from], PG_BIGINT_STAGES[until]
+                ),
+            )
+            .with_help(format!("the stages run in this order: {}", PG_BIGINT_STAGES.join(", "))),
+        );
+    }
+    for (key, d) in [("lock_timeout", b.lock_timeout), ("statement_timeout", b.statement_timeout)] {
+        if d.is_zero() || d > BIGINT_MAX_TIMEOUT {
+            diags.push(
+                Diagnostic::new(
+                    step.pos.clone(),
+                    "bigint-timeout",
+                    format!(
+                        "`{key}` of pg.bigint step `{}` is {}; it must be above 0 and at most {}",
+                        step.name,
+                        crate::duration::format(d),
+                        crate::duration::format(BIGINT_MAX_TIMEOUT)
+                    ),
+                )
+                .with_help("writers wait behind a lock that waits: keep the cut-over's lock short (e.g. \"500ms\") and raise `attempts` instead"),
+            );
+        }
+    }
 }
 
 /// CEL has no static type checker in the `cel` crate; an expression that

@@ -223,6 +223,7 @@ pub enum StepKind {
     PgCopy(PgCopyStep),
     PgBackup(PgBackupStep),
     PgRestore(PgRestoreStep),
+    PgBigint(PgBigintStep),
 }
 
 /// `pg.copy`: copy a database to a server of another major version.
@@ -237,6 +238,48 @@ pub struct PgCopyStep {
     pub no_owner: bool,
     pub pg_bin: Option<String>,
     pub maintenance_work_mem: String,
+}
+
+/// `pg.bigint`: an online int → bigint conversion of a table's primary key and
+/// every foreign key referencing it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PgBigintStep {
+    /// The database (default "{{ vars.dsn }}").
+    pub dsn: Template,
+    /// The table whose key is converted, optionally schema-qualified.
+    pub table: Template,
+    /// The column to convert; None: the primary key's column.
+    pub column: Option<Template>,
+    /// "convert" (default), "rollback", "contract" or "abort" (see `PG_BIGINT_ACTIONS`).
+    pub action: String,
+    /// The last stage to run (`PG_BIGINT_STAGES`); None: all of them. Only with action = "convert".
+    pub until: Option<String>,
+    /// The first stage to run (`PG_BIGINT_STAGES`); None: where the database's state says. Only with
+    /// action = "convert".
+    pub from: Option<String>,
+    /// Wait for `cutover approve RUN STEP` right before the cut-over.
+    pub approve_cutover: bool,
+    /// lock_timeout of every statement that takes a lock (default 500ms, at most 10s).
+    #[serde(serialize_with = "ser_duration")]
+    pub lock_timeout: Duration,
+    /// statement_timeout of the short-lock statements and the cut-over (default 1s, at most 10s).
+    #[serde(serialize_with = "ser_duration")]
+    pub statement_timeout: Duration,
+    /// Tries of each short-lock statement and of the cut-over (default 30).
+    pub attempts: u32,
+    /// Target duration of one backfill batch (default 200ms).
+    #[serde(serialize_with = "ser_duration")]
+    pub batch_time: Duration,
+    /// Rows of the first backfill batch (default 1000).
+    pub batch_rows: u32,
+    /// The backfill pauses while a replica lags more than this (default 10s).
+    #[serde(serialize_with = "ser_duration")]
+    pub max_replication_lag: Duration,
+    /// The backfill pauses while another transaction is older than this (default 10m).
+    #[serde(serialize_with = "ser_duration")]
+    pub max_transaction_age: Duration,
+    /// The backfill pauses while more than this many other backends are active (default: off).
+    pub max_active: Option<u32>,
 }
 
 /// `pg.backup`: a pg_dump archive in a backups directory, with a manifest.
@@ -297,6 +340,7 @@ impl StepKind {
             StepKind::PgCopy(_) => "pg.copy",
             StepKind::PgBackup(_) => "pg.backup",
             StepKind::PgRestore(_) => "pg.restore",
+            StepKind::PgBigint(_) => "pg.bigint",
         }
     }
 }

@@ -111,6 +111,7 @@ fn step_line(s: &Step, depth: usize, out: &mut String) {
             code(&x.target_dsn.source),
             if x.clean { " (dropping what it replaces)" } else { "" }
         ),
+        StepKind::PgBigint(x) => bigint_line(x),
         StepKind::PgPreflight(x) => format!(
             "PostgreSQL preflight of {} for version {} (fails on a {}{})",
             code(&x.dsn.source),
@@ -144,6 +145,35 @@ fn step_line(s: &Step, depth: usize, out: &mut String) {
             for f in &b.finally {
                 step_line(f, depth + 2, out);
             }
+        }
+    }
+}
+
+/// What a `pg.bigint` step does, in one line: "convert `public.orders.id` and
+/// the foreign keys referencing it to bigint (online; cut-over lock ≤ 500ms)".
+fn bigint_line(x: &PgBigintStep) -> String {
+    let key = match &x.column {
+        Some(c) => code(&format!("{}.{}", x.table.source, c.source)),
+        None => format!("the primary key of {}", code(&x.table.source)),
+    };
+    match x.action.as_str() {
+        "rollback" => format!("roll the bigint conversion of {key} back to int"),
+        "contract" => format!("drop the old int columns of the bigint conversion of {key}"),
+        "abort" => format!("abort the unfinished bigint conversion of {key}"),
+        _ => {
+            let mut notes = vec!["online".to_string()];
+            match (&x.from, &x.until) {
+                (Some(f), Some(u)) if f == u => notes.push(format!("stage {f} only")),
+                (Some(f), Some(u)) => notes.push(format!("stages {f} to {u}")),
+                (Some(f), None) => notes.push(format!("from stage {f}")),
+                (None, Some(u)) => notes.push(format!("until stage {u}")),
+                (None, None) => {}
+            }
+            if x.approve_cutover {
+                notes.push("**approval** before the cut-over".into());
+            }
+            notes.push(format!("cut-over lock ≤ {}", dur(x.lock_timeout)));
+            format!("convert {key} and the foreign keys referencing it to bigint ({})", notes.join("; "))
         }
     }
 }

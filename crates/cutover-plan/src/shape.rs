@@ -101,6 +101,7 @@ pub const STEP_KINDS: &[&str] = &[
     "pg.verify",
     "pg.backup",
     "pg.restore",
+    "pg.bigint",
 ];
 static STEP_KIND: Ty = Ty::Enum(STEP_KINDS);
 pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -111,7 +112,7 @@ pub static STEP_COMMON: &[Field] = &[
     req(
         "kind",
         &STEP_KIND,
-        "What the step does: exec, sql, http, wait, approve, block, or a PostgreSQL operation (pg.preflight, pg.copy, pg.verify, pg.backup, pg.restore).",
+        "What the step does: exec, sql, http, wait, approve, block, or a PostgreSQL operation (pg.preflight, pg.copy, pg.verify, pg.backup, pg.restore, pg.bigint).",
     ),
     f("description", &STR, "Free text for readers of the plan (shown in `cutover plan --output json`)."),
     f("when", &EXPR, "CEL condition over target, labels, vars and outputs; the step is skipped when false."),
@@ -260,6 +261,73 @@ pub static PG_RESTORE_FIELDS: &[Field] = &[
     f("pg_bin", &STR, "Directory of pg_restore (default: $CUTOVER_PG_BIN, the newest installed, or $PATH)."),
 ];
 
+/// What a `pg.bigint` step does.
+pub const PG_BIGINT_ACTIONS: &[&str] = &["convert", "rollback", "contract", "abort"];
+/// The stages of a `pg.bigint` conversion, in the order they run.
+pub const PG_BIGINT_STAGES: &[&str] = &["expand", "backfill", "verify", "prepare", "cutover"];
+static BIGINT_ACTION: Ty = Ty::Enum(PG_BIGINT_ACTIONS);
+static BIGINT_STAGE: Ty = Ty::Enum(PG_BIGINT_STAGES);
+static ATTEMPTS: Ty = Ty::Int(1, 1000);
+static ACTIVE: Ty = Ty::Int(0, 100_000);
+
+pub static PG_BIGINT_FIELDS: &[Field] = &[
+    f("dsn", &TEMPLATE, "The database (default \"{{ vars.dsn }}\")."),
+    req("table", &TEMPLATE, "The table whose int key is converted, optionally schema-qualified (\"public.orders\")."),
+    f("column", &TEMPLATE, "The int column to convert (default: the table's single-column primary key)."),
+    f(
+        "action",
+        &BIGINT_ACTION,
+        "convert (default): run or resume the conversion of the column and every foreign key referencing it; rollback: go back to the int columns after a cut-over; contract: drop the old int columns once the bigint ones are kept; abort: drop what an unfinished conversion added.",
+    ),
+    f(
+        "until",
+        &BIGINT_STAGE,
+        "The last stage to run (expand, backfill, verify, prepare, cutover; default: all of them), only with action = \"convert\".",
+    ),
+    f(
+        "from",
+        &BIGINT_STAGE,
+        "The first stage to run (default: where the conversion's state in the database says), only with action = \"convert\".",
+    ),
+    f("approve_cutover", &BOOL, "Wait for `cutover approve RUN STEP` right before the cut-over (default false)."),
+    f(
+        "lock_timeout",
+        &DURATION,
+        "lock_timeout of each statement that takes a lock, above 0 and at most 10s (default \"500ms\"): how long writers may wait behind it.",
+    ),
+    f(
+        "statement_timeout",
+        &DURATION,
+        "statement_timeout of the short-lock statements and of the cut-over, above 0 and at most 10s (default \"1s\").",
+    ),
+    f(
+        "attempts",
+        &ATTEMPTS,
+        "Tries of each short-lock statement and of the cut-over before the step fails (default 30).",
+    ),
+    f(
+        "batch_time",
+        &DURATION,
+        "Target duration of one backfill batch; the batch size adapts to it (default \"200ms\").",
+    ),
+    f("batch_rows", &POSITIVE, "Rows of the first backfill batch (default 1000)."),
+    f(
+        "max_replication_lag",
+        &DURATION,
+        "The backfill pauses while a replica lags behind by more than this (default \"10s\").",
+    ),
+    f(
+        "max_transaction_age",
+        &DURATION,
+        "The backfill pauses while another transaction has been open longer than this (default \"10m\").",
+    ),
+    f(
+        "max_active",
+        &ACTIVE,
+        "The backfill pauses while more than this many other backends are active (default: no limit).",
+    ),
+];
+
 pub static BLOCK_FIELDS: &[Field] = &[
     req("steps", &STEPS, "The steps of the block, in order."),
     f("finally", &STEPS, "Steps that always run once the block has started, even after a failure or an abort."),
@@ -280,6 +348,7 @@ pub static STEP_KINDED: Kinded = Kinded {
         ("pg.verify", PG_VERIFY_FIELDS),
         ("pg.backup", PG_BACKUP_FIELDS),
         ("pg.restore", PG_RESTORE_FIELDS),
+        ("pg.bigint", PG_BIGINT_FIELDS),
     ],
 };
 

@@ -2,6 +2,7 @@
 
 use crate::load_str;
 use std::path::Path;
+use std::time::Duration;
 
 const BASE: &str = r#"name = "p"
 [[targets]]
@@ -52,7 +53,7 @@ fn invalid_plans_are_reported_at_their_position() {
         (
             &format!("{STEP}kind = \"shell\"\n"),
             &[
-                "9:8 unknown-kind: unknown step kind \"shell\" for `kind` (expected one of: exec, sql, http, wait, approve, block, pg.preflight, pg.copy, pg.verify, pg.backup, pg.restore)",
+                "9:8 unknown-kind: unknown step kind \"shell\" for `kind` (expected one of: exec, sql, http, wait, approve, block, pg.preflight, pg.copy, pg.verify, pg.backup, pg.restore, pg.bigint)",
             ],
         ),
         // 5. A step without kind.
@@ -316,9 +317,128 @@ name = "pr"
 kind = "pg.restore"
 from = "{{ outputs.pb.id }}"
 target_dsn = "postgres://127.0.0.1/z"
+[[phases.steps]]
+name = "pi"
+kind = "pg.bigint"
+table = "public.orders"
 "#;
     let plan = load_str("k.toml", text, Path::new("."), None).expect("valid");
     let kinds: Vec<&str> = plan.phases[0].steps.iter().map(|s| s.kind.name()).collect();
     // One step of each kind, in the order the shape lists them.
     assert_eq!(kinds, crate::shape::STEP_KINDS);
+}
+
+/// A `pg.bigint` step of `STEP` with `extra` lines.
+fn bigint(extra: &str) -> String {
+    format!("{STEP}kind = \"pg.bigint\"\ntable = \"public.orders\"\n{extra}")
+}
+
+/// The diagnostic codes of a plan with one `pg.bigint` step.
+fn bigint_codes(extra: &str) -> Vec<String> {
+    errors(&bigint(extra))
+        .iter()
+        .filter_map(|e| e.split_once(' ')?.1.split_once(':').map(|(c, _)| c.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_pg_bigint_step_gets_its_defaults() {
+    let text = format!("{BASE}{}", bigint(""));
+    let plan = load_str("p.toml", &text, Path::new("."), None).expect("valid");
+    let step = &plan.phases[0].steps[0];
+    assert!(step.idempotent);
+    assert_eq!(step.kind.name(), "pg.bigint");
+    let crate::StepKind::PgBigint(b) = &step.kind else { panic!("not pg.bigint: {:?}", step.kind) };
+    assert_eq!(b.dsn.source, "{{ vars.dsn }}");
+    assert_eq!(b.table.source, "public.orders");
+    assert_eq!(b.column, None);
+    assert_eq!(b.action, "convert");
+    assert_eq!((b.until.as_deref(), b.from.as_deref()), (None, None));
+    assert!(!b.approve_cutover);
+    assert_eq!(b.lock_timeout, Duration::from_millis(500));
+    assert_eq!(b.statement_timeout, Duration::from_secs(1));
+    assert_eq!(b.attempts, 30);
+    assert_eq!(b.batch_time, Duration::from_millis(200));
+    assert_eq!(b.batch_rows, 1000);
+    assert_eq!(b.max_replication_lag, Duration::from_secs(10));
+    assert_eq!(b.max_transaction_age, Duration::from_secs(600));
+    assert_eq!(b.max_active, None);
+}
+
+#[test]
+fn a_pg_bigint_step_takes_every_field() {
+    let text = format!(
+        "{BASE}{}",
+        bigint(
+            "dsn = \"postgres://127.0.0.1/shop\"\ncolumn = \"id\"\nuntil = \"prepare\"\nfrom = \"backfill\"\n\
+             approve_cutover = true\nlock_timeout = \"2s\"\nstatement_timeout = \"10s\"\nattempts = 5\n\
+             batch_time = \"1s\"\nbatch_rows = 50\nmax_replication_lag = \"30s\"\nmax_transaction_age = \"1h\"\n\
+             max_active = 8\nidempotent = false\n"
+        )
+    );
+    let plan = load_str("p.toml", &text, Path::new("."), None).expect("valid");
+    let step = &plan.phases[0].steps[0];
+    assert!(!step.idempotent);
+    let crate::StepKind::PgBigint(b) = &step.kind else { panic!("not pg.bigint: {:?}", step.kind) };
+    assert_eq!(b.dsn.source, "postgres://127.0.0.1/shop");
+    assert_eq!(b.column.as_ref().map(|c| c.source.as_str()), Some("id"));
+    assert_eq!((b.from.as_deref(), b.until.as_deref()), (Some("backfill"), Some("prepare")));
+    assert!(b.approve_cutover);
+    assert_eq!((b.lock_timeout, b.statement_timeout), (Duration::from_secs(2), Duration::from_secs(10)));
+    assert_eq!((b.attempts, b.batch_rows, b.max_active), (5, 50, Some(8)));
+    assert_eq!(b.batch_time, Duration::from_secs(1));
+    assert_eq!((b.max_replication_lag, b.max_transaction_age), (Duration::from_secs(30), Duration::from_secs(3600)));
+    let r = crate::runbook::runbook(&plan);
+    assert!(
+        r.contains(
+            "convert `public.orders.id` and the foreign keys referencing it to bigint (online; stages backfill to prepare; **approval** before the cut-over; cut-over lock ≤ 2s)"
+        ),
+        "{r}"
+    );
+}
+
+#[test]
+fn pg_bigint_mistakes_get_their_codes() {
+    let cases: &[(&str, &[&str])] = &[
+        ("", &[]),
+        ("action = \"rollback\"\n", &[]),
+        ("until = \"verify\"\nfrom = \"verify\"\n", &[]),
+        ("lock_timeout = \"10s\"\nstatement_timeout = \"1ms\"\n", &[]),
+        // Values the shape knows.
+        ("action = \"revert\"\n", &["enum"]),
+        ("until = \"swap\"\n", &["enum"]),
+        ("from = \"copy\"\n", &["enum"]),
+        ("attempts = 0\n", &["range"]),
+        ("batch_rows = 0\n", &["range"]),
+        ("lock_timeout = \"soon\"\n", &["duration"]),
+        ("tabel = \"x\"\n", &["unknown-key"]),
+        // Stages only with convert, and in order.
+        ("action = \"contract\"\nuntil = \"verify\"\n", &["bigint-stage"]),
+        ("action = \"abort\"\nuntil = \"verify\"\nfrom = \"expand\"\n", &["bigint-stage", "bigint-stage"]),
+        ("from = \"cutover\"\nuntil = \"backfill\"\n", &["bigint-stage-order"]),
+        // Short locks.
+        ("lock_timeout = \"0s\"\n", &["bigint-timeout"]),
+        ("lock_timeout = \"11s\"\n", &["bigint-timeout"]),
+        ("statement_timeout = \"1m\"\n", &["bigint-timeout"]),
+        // Templates, as pg.copy's.
+        ("column = \"{{ vars.nope }}\"\n", &["missing-var"]),
+    ];
+    let mut failures = vec![];
+    for (extra, expect) in cases {
+        let got = bigint_codes(extra);
+        if got != *expect {
+            failures.push(format!("{extra:?}: expected {expect:?}, got {got:?} ({:#?})", errors(&bigint(extra))));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // A step without `table`.
+    let got = errors(&format!("{STEP}kind = \"pg.bigint\"\n"));
+    assert_eq!(got, ["7:1 missing-key: missing key `table` in step `s1`"]);
+    // The message of a stage order mistake.
+    assert_eq!(
+        errors(&bigint("from = \"cutover\"\nuntil = \"backfill\"\n")),
+        [
+            "7:1 bigint-stage-order: pg.bigint step `s1` starts at stage cutover (`from`), after the stage it stops at, backfill (`until`)"
+        ]
+    );
 }

@@ -224,6 +224,28 @@ fn describe(
             render(&x.from, ctx, r),
             cutover_pg_describe(&render(&x.target_dsn, ctx, r))
         ),
+        StepKind::PgBigint(x) => {
+            let key = match &x.column {
+                Some(c) => format!("{}.{}", render(&x.table, ctx, r), render(c, ctx, r)),
+                None => format!("{} (primary key)", render(&x.table, ctx, r)),
+            };
+            let all = cutover_plan::shape::PG_BIGINT_STAGES;
+            let stages = match (&x.from, &x.until) {
+                (None, None) => String::new(),
+                (f, u) => format!(
+                    ", stages {} to {}",
+                    f.as_deref().or(all.first().copied()).unwrap_or_default(),
+                    u.as_deref().or(all.last().copied()).unwrap_or_default()
+                ),
+            };
+            let approval = if x.approve_cutover { ", approval before the cut-over" } else { "" };
+            format!(
+                "pg.bigint {}: {key} on {} (lock ≤ {}{stages}{approval})",
+                x.action,
+                cutover_pg_describe(&render(&x.dsn, ctx, r)),
+                cutover_plan::duration::format(x.lock_timeout)
+            )
+        }
         StepKind::PgPreflight(x) => format!(
             "pg.preflight: {} for PostgreSQL {}",
             cutover_pg_describe(&render(&x.dsn, ctx, r)),

@@ -6,6 +6,7 @@ mod approve;
 mod exec;
 mod http;
 mod pg_backup;
+mod pg_bigint;
 mod pg_copy;
 mod pg_preflight;
 mod pg_verify;
@@ -148,6 +149,7 @@ pub fn execute<'a>(
             StepKind::PgCopy(s) => pg_copy::run(s, ctx).await,
             StepKind::PgBackup(s) => pg_backup::run_backup(s, ctx).await,
             StepKind::PgRestore(s) => pg_backup::run_restore(s, ctx).await,
+            StepKind::PgBigint(s) => pg_bigint::run(s, ctx).await,
             StepKind::Block(_) => Err(StepError::Failed("a block is run by the runner, not as one step".into())),
         }
     })

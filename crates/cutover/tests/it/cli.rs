@@ -70,7 +70,8 @@ fn schema_is_json_schema_and_plan_executes_nothing() {
             "pg.copy",
             "pg.verify",
             "pg.backup",
-            "pg.restore"
+            "pg.restore",
+            "pg.bigint"
         ]
     );
     assert_eq!(kinds("check"), ["http", "sql", "tcp", "command", "prometheus", "log", "manual"]);
