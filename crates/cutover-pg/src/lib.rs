@@ -25,6 +25,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
 pub mod backup;
+pub mod bigint;
 mod bytes_param;
 pub mod copy;
 pub mod preflight;

@@ -2,6 +2,7 @@
 //! 15 as the target), one module per operation.
 
 mod backup;
+mod bigint;
 mod copy;
 mod preflight;
 mod verify;
