@@ -212,8 +212,13 @@ pub fn approve(
     let rec = store.run(run)?;
     let plan = engine.load_plan(&rec)?;
     match plan.step(step) {
-        Some(s) if matches!(s.kind, StepKind::Approve(_)) => {}
-        Some(s) => return Ok(Err(format!("step `{step}` is a {} step, not an approve step", s.kind.name()))),
+        Some(s) if s.kind.awaits_approval() => {}
+        Some(s) => {
+            return Ok(Err(format!(
+                "step `{step}` is a {} step, not an approve step (nor a pg.bigint with approve_cutover)",
+                s.kind.name()
+            )));
+        }
         None => return Ok(Err(format!("plan `{}` has no step `{step}`", plan.name))),
     }
     let targets: Vec<String> = match target {

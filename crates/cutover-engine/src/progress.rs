@@ -19,6 +19,9 @@ pub struct Progress {
     pub eta_seconds: Option<f64>,
     /// "N/A", "due", or a duration such as "3m20s".
     pub eta: String,
+    /// What the step says beside its numbers (its stage, why it is throttled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `samples`: (time in ms, units done by then), oldest first, ending at `now`.
@@ -39,7 +42,7 @@ pub fn compute(done: f64, total: f64, unit: &str, samples: &[(i64, f64)], now: i
         let s = (total - done) / rate;
         (Some(s), format_secs(s))
     };
-    Progress { done, total, unit: unit.to_string(), percent, rate, eta_seconds, eta }
+    Progress { done, total, unit: unit.to_string(), percent, rate, eta_seconds, eta, note: None }
 }
 
 fn format_secs(s: f64) -> String {

@@ -563,3 +563,15 @@ impl Check {
         phase.and_then(|p| self.expect.get(p)).unwrap_or(&self.conditions)
     }
 }
+
+impl StepKind {
+    /// Whether a step of this kind waits for `cutover approve`: an approve
+    /// step, or a pg.bigint asked to wait before its cut-over.
+    pub fn awaits_approval(&self) -> bool {
+        match self {
+            StepKind::Approve(_) => true,
+            StepKind::PgBigint(b) => b.approve_cutover,
+            _ => false,
+        }
+    }
+}

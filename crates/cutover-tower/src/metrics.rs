@@ -65,6 +65,46 @@ pub async fn metrics(
             let _ = writeln!(out, "cutover_eta_seconds{{run=\"{}\"}} {e}", esc(&d.id));
         }
     }
+    // Each running step's own progress (rows of a pg.bigint backfill, bytes
+    // of a pg.copy…), with its rate, ETA and, while throttled, the reason.
+    let mut step =
+        String::from("# HELP cutover_step_done Units a running step has done.\n# TYPE cutover_step_done gauge\n");
+    let mut step_total = String::from(
+        "# HELP cutover_step_total Units a running step expects in all.\n# TYPE cutover_step_total gauge\n",
+    );
+    let mut step_rate = String::from(
+        "# HELP cutover_step_rate Units per second of a running step, recent window.\n# TYPE cutover_step_rate gauge\n",
+    );
+    let mut step_eta = String::from(
+        "# HELP cutover_step_eta_seconds Seconds a running step has left (absent when unknown).\n# TYPE cutover_step_eta_seconds gauge\n",
+    );
+    let mut throttled = String::from(
+        "# HELP cutover_step_throttled 1 while a running step says it is throttled, with the reason.\n# TYPE cutover_step_throttled gauge\n",
+    );
+    for d in &details {
+        for t in &d.targets {
+            let Some(p) = &t.progress else { continue };
+            let labels = format!(
+                "run=\"{}\",target=\"{}\",step=\"{}\",unit=\"{}\"",
+                esc(&d.id),
+                esc(&t.name),
+                esc(t.step.as_deref().unwrap_or("")),
+                esc(&p.unit)
+            );
+            let _ = writeln!(step, "cutover_step_done{{{labels}}} {}", p.done);
+            let _ = writeln!(step_total, "cutover_step_total{{{labels}}} {}", p.total);
+            let _ = writeln!(step_rate, "cutover_step_rate{{{labels}}} {}", p.rate);
+            if let Some(e) = p.eta_seconds {
+                let _ = writeln!(step_eta, "cutover_step_eta_seconds{{{labels}}} {e}");
+            }
+            if let Some(reason) = p.note.as_deref().and_then(|n| n.strip_prefix("throttled: ")) {
+                let _ = writeln!(throttled, "cutover_step_throttled{{{labels},reason=\"{}\"}} 1", esc(reason));
+            }
+        }
+    }
+    for part in [step, step_total, step_rate, step_eta, throttled] {
+        out.push_str(&part);
+    }
     let _ =
         writeln!(out, "# HELP cutover_check_status 1 for the status a check shows.\n# TYPE cutover_check_status gauge");
     // Each family's samples follow its own HELP and TYPE lines.

@@ -229,11 +229,16 @@ pub fn detail(engine: &Engine, run: &str, events_limit: usize) -> Result<RunDeta
             let progress = (t.state == TargetState::Running)
                 .then(|| step_progress(&progress_events, &t.name, t.step.as_deref(), now))
                 .flatten();
+            // An approve step, or a step whose progress says it waits for one.
             let awaiting_approval = t.state == TargetState::Running
-                && t.step
-                    .as_deref()
-                    .and_then(|s| plan.as_ref()?.step(s))
-                    .is_some_and(|s| matches!(s.kind, cutover_plan::StepKind::Approve(_)));
+                && t.step.as_deref().and_then(|s| plan.as_ref()?.step(s)).is_some_and(|s| match s.kind {
+                    cutover_plan::StepKind::Approve(_) => true,
+                    _ => {
+                        s.kind.awaits_approval()
+                            && progress.as_ref().and_then(|p| p.note.as_deref())
+                                == Some(cutover_engine::steps::AWAITING_APPROVAL)
+                    }
+                });
             TargetCell {
                 awaiting_approval,
                 progress,
@@ -276,13 +281,15 @@ fn step_progress(
     let last = reports.last()?;
     let samples: Vec<(i64, f64)> =
         reports.iter().filter_map(|e| Some((ms(&e.ts)?, e.data["done"].as_f64()?))).collect();
-    Some(progress::compute(
+    let mut p = progress::compute(
         last.data["done"].as_f64().unwrap_or(0.0),
         last.data["total"].as_f64().unwrap_or(0.0),
         last.data["unit"].as_str().unwrap_or("units"),
         &samples,
         now,
-    ))
+    );
+    p.note = last.data["note"].as_str().map(str::to_string);
+    Some(p)
 }
 
 /// Targets whose latest gate event in `phase` says they wait or are throttled.

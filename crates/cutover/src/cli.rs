@@ -324,6 +324,37 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum PgCommand {
+    /// Convert a table's integer primary key — and every foreign-key column
+    /// referencing it, in any schema — to bigint online: bigint copies kept
+    /// in sync by triggers, a throttled keyset backfill that resumes where it
+    /// stopped, a check that every copy equals its column, indexes and
+    /// constraints built without blocking writes, then a cut-over in one
+    /// short transaction (lock_timeout and statement_timeout ≤ 1 s, retried
+    /// with jitter, failing closed). The int columns stay in sync afterwards,
+    /// so --rollback can switch back until --contract drops them.
+    ///
+    /// The conversion's state lives in the database (schema `cutover`): run
+    /// the same command again to go on after a stop, a kill or a failure.
+    #[command(after_help = "Stages: expand → backfill → verify → prepare → cutover; then rollback, or contract.
+
+Examples:
+  export CUTOVER_DSN=postgres://app@db/shop
+  cutover pg bigint --table public.orders --dry-run          # what it finds, what it will run, the locks
+  cutover pg bigint --table public.orders --until prepare    # everything but the cut-over…
+  cutover pg bigint --table public.orders                    # …then the cut-over (goes on from the saved state)
+  cutover pg bigint --status                                 # every conversion in this database
+  cutover pg bigint --table public.orders --pause            # from another terminal: the backfill waits
+  cutover pg bigint --table public.orders --resume
+  cutover pg bigint --table public.orders --rollback         # back to int (after the cut-over)
+  cutover pg bigint --table public.orders --contract         # drop the int columns, triggers, old indexes
+  cutover pg bigint --table public.orders --abort            # before the cut-over: drop what was added
+
+The backfill waits (and says why) while a replica lags more than --max-replication-lag,
+a transaction is older than --max-transaction-age, more than --max-active backends are active,
+or someone ran --pause. In a plan, the step `pg.bigint` does the same, and the phase's
+pause_when throttles it too.")]
+    Bigint(BigintArgs),
+
     /// Copy one database to a server of another major version: schema
     /// (pre-data), then every table by parallel streaming COPY from the old
     /// server into the new one (no intermediate file; large tables in key
@@ -452,6 +483,70 @@ pub enum PgCommand {
         #[arg(long, default_value = "blocker", value_parser = ["blocker", "warning", "info"])]
         fail_on: String,
     },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BigintArgs {
+    /// The database (prefer the environment variable, which `ps` does not show).
+    #[arg(long, env = "CUTOVER_DSN", hide_env_values = true)]
+    pub dsn: String,
+    /// The table whose key is converted: schema.table, or a name as it is (e.g. "Order Items").
+    #[arg(long, required_unless_present = "status")]
+    pub table: Option<String>,
+    /// The key column (default: the primary key's column).
+    #[arg(long)]
+    pub column: Option<String>,
+    /// Show what it finds and every statement it would run, in order, with its locks; change nothing.
+    #[arg(long, group = "what")]
+    pub dry_run: bool,
+    /// Show the conversions recorded in the database (all, or --table's).
+    #[arg(long, group = "what")]
+    pub status: bool,
+    /// Pause the running backfill (from any process); it waits until --resume.
+    #[arg(long, group = "what")]
+    pub pause: bool,
+    /// Let a paused backfill go on.
+    #[arg(long, group = "what")]
+    pub resume: bool,
+    /// After the cut-over: switch back to the int columns (kept in sync until contract).
+    #[arg(long, group = "what")]
+    pub rollback: bool,
+    /// After the cut-over: drop the int columns, the sync triggers and the old indexes.
+    #[arg(long, group = "what")]
+    pub contract: bool,
+    /// Before the cut-over (or after a rollback): drop everything the conversion added.
+    #[arg(long, group = "what")]
+    pub abort: bool,
+    /// Stop after this stage.
+    #[arg(long, value_parser = ["expand", "backfill", "verify", "prepare", "cutover"])]
+    pub until: Option<String>,
+    /// Start at this stage (the ones before it must be done); --from backfill walks the table again.
+    #[arg(long, value_parser = ["expand", "backfill", "verify", "prepare", "cutover"])]
+    pub from: Option<String>,
+    /// lock_timeout of each short-lock statement and of the cut-over.
+    #[arg(long, default_value = "500ms", value_parser = cutover_plan::duration::parse)]
+    pub lock_timeout: std::time::Duration,
+    /// statement_timeout of the same statements.
+    #[arg(long, default_value = "1s", value_parser = cutover_plan::duration::parse)]
+    pub statement_timeout: std::time::Duration,
+    /// Tries of each short-lock statement and of the cut-over before failing (changing nothing).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub attempts: u32,
+    /// The duration a backfill batch aims at (its size adapts).
+    #[arg(long, default_value = "200ms", value_parser = cutover_plan::duration::parse)]
+    pub batch_time: std::time::Duration,
+    /// Rows of the first batch.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub batch_rows: u32,
+    /// Wait while a replica lags more than this.
+    #[arg(long, default_value = "10s", value_parser = cutover_plan::duration::parse)]
+    pub max_replication_lag: std::time::Duration,
+    /// Wait while another transaction has been open longer than this.
+    #[arg(long, default_value = "10m", value_parser = cutover_plan::duration::parse)]
+    pub max_transaction_age: std::time::Duration,
+    /// Wait while more than this many other backends are active.
+    #[arg(long)]
+    pub max_active: Option<u32>,
 }
 
 pub fn completions(shell: clap_complete::Shell) {

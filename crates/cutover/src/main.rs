@@ -94,6 +94,7 @@ async fn dispatch(args: cli::Cli) -> i32 {
             pg::backup(&source, &dir, pg_bin, out).await
         }
         cli::Command::Pg(cli::PgCommand::Backups { dir }) => pg::backups(&dir, out),
+        cli::Command::Pg(cli::PgCommand::Bigint(a)) => pg::bigint(a, out).await,
         cli::Command::Pg(cli::PgCommand::Restore { from, target, dir, jobs, clean, no_owner, pg_bin }) => {
             pg::restore(&from, &target, &dir, jobs, clean, no_owner, pg_bin, out).await
         }

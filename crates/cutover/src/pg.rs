@@ -249,3 +249,219 @@ pub async fn restore(
     }
     Ok(0)
 }
+
+/// `cutover pg bigint`: the online int → bigint conversion, its dry-run,
+/// status, pause/resume, rollback, contract and abort.
+pub async fn bigint(a: crate::cli::BigintArgs, out: Output) -> anyhow::Result<i32> {
+    use cutover_pg::bigint::{self, Action, Event, Observer, Options};
+    let client = || async { cutover_pg::connect(&a.dsn, CONNECT_TIMEOUT).await.map_err(usage) };
+    if a.status {
+        let list = bigint::status(&client().await?, a.table.as_deref()).await.map_err(usage)?;
+        match out {
+            Output::Json => output::json(&list)?,
+            Output::Text if list.is_empty() => println!("no conversion recorded in this database"),
+            Output::Text => {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| {
+                        let pct = if s.rows_total > 0 { s.rows_done as f64 * 100.0 / s.rows_total as f64 } else { 0.0 };
+                        vec![
+                            s.table.clone(),
+                            s.column.clone(),
+                            if s.stage.is_empty() { "-".into() } else { s.stage.clone() },
+                            format!("{}/{} ({:.0} %)", s.rows_done, s.rows_total, pct.min(100.0)),
+                            match (&s.throttle, s.paused) {
+                                (Some(t), _) => format!("throttled: {t}"),
+                                (None, true) => "paused".into(),
+                                _ => "".into(),
+                            },
+                            s.next.clone(),
+                            s.updated_at.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["TABLE", "COLUMN", "DONE", "BACKFILL", "STATE", "NEXT", "UPDATED"], &rows);
+            }
+        }
+        return Ok(0);
+    }
+    let table = a.table.clone().unwrap_or_default();
+    if a.pause || a.resume {
+        bigint::set_paused(&client().await?, &table, a.pause).await.map_err(usage)?;
+        println!("{}", if a.pause { "paused: the backfill waits before its next batch" } else { "resumed" });
+        return Ok(0);
+    }
+    let mut opts = Options::new(table);
+    opts.column = a.column.clone();
+    opts.until = a.until.clone();
+    opts.from = a.from.clone();
+    opts.lock_timeout = a.lock_timeout;
+    opts.statement_timeout = a.statement_timeout;
+    opts.attempts = a.attempts;
+    opts.batch_time = a.batch_time;
+    opts.batch_rows = a.batch_rows;
+    opts.max_replication_lag = a.max_replication_lag;
+    opts.max_transaction_age = a.max_transaction_age;
+    opts.max_active = a.max_active;
+    if a.dry_run {
+        let plan = bigint::dry_run(&client().await?, &opts).await.map_err(|e| usage(format!("pg bigint: {e}")))?;
+        match out {
+            Output::Json => output::json(&plan)?,
+            Output::Text => print_dry_run(&plan),
+        }
+        return Ok(0);
+    }
+    let action = if a.rollback {
+        Action::Rollback
+    } else if a.contract {
+        Action::Contract
+    } else if a.abort {
+        Action::Abort
+    } else {
+        Action::Convert
+    };
+    // Progress on stderr: a bar on a terminal, a line every few seconds otherwise.
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>9} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let tty = !bar.is_hidden();
+    let last_line = std::sync::Mutex::new(std::time::Instant::now());
+    let started = std::time::Instant::now();
+    let say = |line: String| if tty { bar.println(line) } else { eprintln!("{line}") };
+    let emit = |e: Event| match e {
+        Event::Stage { stage, message } => {
+            bar.set_prefix(stage.clone());
+            say(format!("== {stage}: {message}"));
+        }
+        Event::Statement { sql, ms } => {
+            let first = sql.lines().next().unwrap_or("");
+            say(format!("   {ms:>8.1} ms  {first}{}", if sql.contains('\n') { " …" } else { "" }));
+        }
+        Event::Retry { what, attempt, message } => say(format!("   retry {attempt}: {what}: {message}")),
+        Event::Throttle(Some(r)) => {
+            bar.set_message(format!("throttled: {r}"));
+            say(format!("   throttled: {r}"));
+        }
+        Event::Throttle(None) => {
+            bar.set_message("");
+            say("   going on".into());
+        }
+        Event::Progress { done, total, table, .. } => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            let mut l = last_line.lock().unwrap_or_else(|p| p.into_inner());
+            if !tty && (l.elapsed() >= Duration::from_secs(2) || done >= total) {
+                *l = std::time::Instant::now();
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                eprintln!(
+                    "   backfill {table}: {done}/{total} rows ({:.0} %), {:.0} rows/s",
+                    (done as f64 * 100.0 / total.max(1) as f64).min(100.0),
+                    done as f64 / secs
+                );
+            }
+        }
+    };
+    let obs = Observer { emit: &emit, hold: None };
+    let r = bigint::run(&a.dsn, action, &opts, &obs).await;
+    bar.finish_and_clear();
+    let sum = r.map_err(|e| usage(format!("pg bigint: {e}")))?;
+    match out {
+        Output::Json => output::json(&sum)?,
+        Output::Text => {
+            println!("{}", sum.message);
+            for (stage, secs) in &sum.stages {
+                println!("  {stage:<10} {secs:>8.2} s");
+            }
+            if sum.batches > 0 {
+                println!(
+                    "  backfill: {} rows in {} batches{}",
+                    sum.rows,
+                    sum.batches,
+                    if sum.throttled_seconds > 0.0 {
+                        format!(", throttled {:.1} s", sum.throttled_seconds)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            if let Some(c) = &sum.cutover {
+                println!(
+                    "  swap: attempt {}, waited {:.1} ms for its locks, held them {:.1} ms",
+                    c.attempts, c.lock_wait_ms, c.lock_held_ms
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn print_dry_run(plan: &cutover_pg::bigint::DryRun) {
+    let s = &plan.spec;
+    println!(
+        "{}.{} ({}) on PostgreSQL {}{}",
+        s.table,
+        s.column,
+        s.tables[0].columns.first().map(|c| c.int_type.as_str()).unwrap_or("?"),
+        s.server_major,
+        if plan.stage.is_empty() { String::new() } else { format!(" — under way, {} done", plan.stage) }
+    );
+    for t in &s.tables {
+        let cols: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| {
+                let mut d = format!("{} {}", c.name, c.int_type);
+                if let Some(seq) = &c.sequence {
+                    d.push_str(&format!(
+                        ", {} {}",
+                        if c.identity.is_some() { "identity" } else { "sequence" },
+                        seq.name
+                    ));
+                }
+                d
+            })
+            .collect();
+        println!(
+            "  table {} (~{} rows): converts {}; walks its key ({})",
+            t.name,
+            t.rows,
+            if cols.is_empty() { "no column (already bigint)".to_string() } else { cols.join("; ") },
+            t.key.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        for ix in &t.indexes {
+            println!(
+                "    index {}{}",
+                ix.name,
+                ix.constraint.as_ref().map(|c| format!(" (backs {})", c.0)).unwrap_or_default()
+            );
+        }
+    }
+    for fk in &s.fks {
+        println!("  foreign key {} on {}.{} ({})", fk.name, s.tables[fk.table].name, fk.column, fk.actions);
+    }
+    for v in &s.views {
+        println!("  view {} (dropped and created again in the cut-over)", v.name);
+    }
+    for (stage, units) in &plan.stages {
+        println!("\n== {stage}");
+        for u in units {
+            println!("  -- lock: {}", u.lock);
+            for sql in &u.sql {
+                for (i, line) in sql.lines().enumerate() {
+                    println!("  {}{line}", if i == 0 { "" } else { "  " });
+                }
+            }
+        }
+    }
+    if !plan.notes.is_empty() {
+        println!();
+        for n in &plan.notes {
+            println!("note: {n}");
+        }
+    }
+}

@@ -21,6 +21,10 @@ use std::time::Duration;
 
 pub type Outputs = Map<String, Value>;
 
+/// The progress note of a step waiting for its approval before going on
+/// (pg.bigint's `approve_cutover`); the tower offers the approve button.
+pub const AWAITING_APPROVAL: &str = "waiting for approval before the cut-over";
+
 /// How long a step waits for a PostgreSQL connection.
 pub const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -71,10 +75,16 @@ impl StepCtx<'_> {
     /// Records the step's progress (done/total units) as an event, at most
     /// once a second, and always when it reaches its total.
     pub fn progress(&self, done: f64, total: f64, unit: &str) {
+        self.progress_note(done, total, unit, None, false);
+    }
+
+    /// Progress with a note the tower shows beside it (a stage, a throttle
+    /// reason); `force` records it even within the second (a note changed).
+    pub fn progress_note(&self, done: f64, total: f64, unit: &str, note: Option<&str>, force: bool) {
         let mut last = self.last_progress.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
         let finished = total > 0.0 && done >= total;
-        if !finished && last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        if !finished && !force && last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
             return;
         }
         *last = Some(now);
@@ -83,9 +93,12 @@ impl StepCtx<'_> {
             self.target,
             self.step,
             "step_progress",
-            format!("{done}/{total} {unit}{pct}"),
+            match note {
+                Some(n) => format!("{done}/{total} {unit}{pct}; {n}"),
+                None => format!("{done}/{total} {unit}{pct}"),
+            },
         )
-        .with_data(serde_json::json!({ "done": done, "total": total, "unit": unit }));
+        .with_data(serde_json::json!({ "done": done, "total": total, "unit": unit, "note": note }));
         // Progress is information: a store too busy to take it now is not a failure.
         let _ = self.engine.emit(self.run_id, ev);
     }
