@@ -4,6 +4,7 @@
 
 mod support;
 
+mod bigint;
 mod cli;
 mod crash;
 mod demo;

@@ -32,7 +32,7 @@ command = "touch second-ran"
 "#;
 
 /// Starts `cutover serve` on a free port; returns the child, its base URL and stderr.
-fn serve(w: &Work) -> (Child, String, BufReader<ChildStderr>) {
+pub(crate) fn serve(w: &Work) -> (Child, String, BufReader<ChildStderr>) {
     let mut child = w
         .cmd(&["serve", "--listen", "127.0.0.1:0"])
         .env("CUTOVER_TOKEN", "tower-test-token")
@@ -51,7 +51,7 @@ fn serve(w: &Work) -> (Child, String, BufReader<ChildStderr>) {
     (child, url, err)
 }
 
-fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
+pub(crate) fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
     rt.block_on(async {
