@@ -545,6 +545,16 @@ pub fn classify(kind: &str, message: &str) -> String {
     if m.starts_with("aborted by the operator") {
         return "aborted".into();
     }
+    // A conversion's own failures name their cause (its lock_timeout is not the step's timeout).
+    if kind == "pg.bigint" && !m.contains("timed out after") {
+        return if m.contains("could not take") {
+            "cut-over lock not obtained".into()
+        } else if m.contains("verify:") || m.contains("cannot roll back") {
+            "verify mismatch".into()
+        } else {
+            "conversion error".into()
+        };
+    }
     if m.contains("timed out") || m.contains("timeout") {
         return "timeout".into();
     }
@@ -1205,6 +1215,13 @@ mod tests {
         let cases = [
             ("pg.preflight", "preflight found 1 blocker(s)", "preflight blocker"),
             ("pg.copy", "COPY failed: relation does not exist", "copy error"),
+            (
+                "pg.bigint",
+                "pg.bigint: the cut-over could not take its locks in 3 attempt(s) (lock_timeout 200 ms each)",
+                "cut-over lock not obtained",
+            ),
+            ("pg.bigint", "pg.bigint: verify: 3 row(s) of public.t differ", "verify mismatch"),
+            ("pg.bigint", "pg.bigint: there is no table `x`", "conversion error"),
             ("pg.verify", "verify found 2 difference(s)", "verify mismatch"),
             ("exec", "timed out after 500ms", "timeout"),
             ("pg.copy", "timed out after 1h", "timeout"),

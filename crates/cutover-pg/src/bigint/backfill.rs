@@ -221,22 +221,24 @@ impl Conv<'_> {
         }
         let lag: f64 = r.get(1);
         if lag > self.opts.max_replication_lag.as_secs_f64() {
-            return Ok(Some(format!("replication lag {lag:.1} s > {} s", self.opts.max_replication_lag.as_secs_f64())));
-        }
-        let age: f64 = r.get(3);
-        if age > self.opts.max_transaction_age.as_secs_f64() {
-            let pid: Option<i32> = r.get(2);
-            return Ok(Some(format!(
-                "transaction of backend {} open for {age:.0} s > {} s",
-                pid.unwrap_or(0),
-                self.opts.max_transaction_age.as_secs()
-            )));
+            // Without the figure, so the reason does not change every second.
+            return Ok(Some(format!("a replica lags more than {} s", self.opts.max_replication_lag.as_secs_f64())));
         }
         let active: i64 = r.get(4);
         if let Some(max) = self.opts.max_active
             && active > i64::from(max)
         {
             return Ok(Some(format!("{active} active backends > {max}")));
+        }
+        let age: f64 = r.get(3);
+        if age > self.opts.max_transaction_age.as_secs_f64() {
+            let pid: Option<i32> = r.get(2);
+            // Without its age, so the reason does not change every second.
+            return Ok(Some(format!(
+                "a transaction of backend {} is open longer than {} s",
+                pid.unwrap_or(0),
+                self.opts.max_transaction_age.as_secs_f64()
+            )));
         }
         Ok(None)
     }

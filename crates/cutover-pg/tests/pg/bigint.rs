@@ -250,8 +250,22 @@ fn rollback_after_cutover_keeps_what_was_written_and_a_held_lock_fails_closed() 
     let emit = |_e: Event| {};
     let obs = Observer { emit: &emit, hold: None };
     let mut o = opts("parent");
+    o.until = Some("verify".into());
+    rt.block_on(bigint::run(&dsn, Action::Convert, &o, &obs)).expect("until verify");
+    // A failed CREATE INDEX CONCURRENTLY left an invalid index with the name
+    // prepare uses: it is found, dropped and built again.
+    assert!(pg.psql(&db, "CREATE UNIQUE INDEX CONCURRENTLY parent_pkey__bigint ON parent ((name::int))").is_err());
+    assert_eq!(one(pg, &db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'parent_pkey__bigint'::regclass"), "f");
     o.until = Some("prepare".into());
     let sum = rt.block_on(bigint::run(&dsn, Action::Convert, &o, &obs)).expect("until prepare");
+    assert_eq!(
+        one(
+            pg,
+            &db,
+            "SELECT indisvalid || ' ' || pg_get_indexdef(indexrelid) FROM pg_index WHERE indexrelid = 'parent_pkey__bigint'::regclass"
+        ),
+        "true CREATE UNIQUE INDEX parent_pkey__bigint ON public.parent USING btree (id__bigint)"
+    );
     assert_eq!(sum.stage, "prepare");
     assert_eq!(
         one(
@@ -423,4 +437,58 @@ fn identity_quoted_names_no_foreign_keys_pause_and_refusals() {
         ),
         "sku,Item Id"
     );
+}
+
+#[test]
+fn the_backfill_waits_for_old_transactions_load_and_the_plan_gate() {
+    let pg = shared(15);
+    let db = unique_db_name("bigint_thr");
+    let dsn = pg.create_database(&db).expect("db");
+    pg.psql(
+        &db,
+        "CREATE TABLE t (id serial PRIMARY KEY, v int); INSERT INTO t (v) SELECT g FROM generate_series(1, 2000) g;",
+    )
+    .expect("schema");
+    let rt = mt();
+    let seen = Mutex::new(vec![]);
+    let emit = |e: Event| {
+        if let Event::Throttle(r) = e {
+            seen.lock().expect("seen").push(r);
+        }
+    };
+    let (tx, rx) = tokio::sync::watch::channel(true);
+    let obs = Observer { emit: &emit, hold: Some(rx) };
+    let mut o = opts("t");
+    o.max_transaction_age = Duration::from_millis(500);
+    o.max_active = Some(0);
+    o.until = Some("backfill".into());
+    let sum = rt.block_on(async {
+        // An open transaction (idle in it) and an active query elsewhere.
+        let old = client(&dsn).await;
+        old.batch_execute("BEGIN; SELECT txid_current()").await.expect("old transaction");
+        let busy = client(&dsn).await;
+        let sleeper = tokio::spawn(async move { busy.batch_execute("SELECT pg_sleep(2)").await });
+        let run = bigint::run(&dsn, Action::Convert, &o, &obs);
+        let release = async {
+            // The plan's gate first, then the old transaction; the sleeper ends by itself.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            tx.send(false).expect("gate");
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            old.batch_execute("COMMIT").await.expect("commit");
+        };
+        let (sum, ()) = tokio::join!(run, release);
+        let _ = sleeper.await;
+        sum
+    });
+    let sum = sum.expect("backfill");
+    let seen: Vec<String> = seen.lock().expect("seen").iter().map(|r| r.clone().unwrap_or_default()).collect();
+    assert_eq!(seen.first().map(String::as_str), Some("the plan's pause_when holds"), "{seen:?}");
+    assert!(
+        seen.iter().any(|r| r.starts_with("a transaction of backend") && r.ends_with("is open longer than 0.5 s")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|r| r.contains("active backends > 0")), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some(""), "it went on: {seen:?}");
+    assert!(sum.throttled_seconds >= 2.0, "{sum:?}");
+    assert_eq!(sum.rows, 2000);
 }
