@@ -226,12 +226,28 @@ pub fn approve(
             store.target(run, t)?;
             vec![t.to_string()]
         }
-        None => store
-            .all_steps(run)?
-            .into_iter()
-            .filter(|r| r.step == step && r.state == StepState::Running)
-            .map(|r| r.target)
-            .collect(),
+        None => {
+            // A pg.bigint step runs long before it waits: only the targets
+            // that asked are approved (an approve step asks as it starts).
+            let approve_step = plan.step(step).is_some_and(|s| matches!(s.kind, StepKind::Approve(_)));
+            let asked: std::collections::BTreeSet<String> = if approve_step {
+                Default::default()
+            } else {
+                store
+                    .events_of_kinds(run, &["approval_needed"])?
+                    .into_iter()
+                    .filter(|e| e.step.as_deref() == Some(step))
+                    .filter_map(|e| e.target)
+                    .collect()
+            };
+            store
+                .all_steps(run)?
+                .into_iter()
+                .filter(|r| r.step == step && r.state == StepState::Running)
+                .filter(|r| approve_step || asked.contains(&r.target))
+                .map(|r| r.target)
+                .collect()
+        }
     };
     if targets.is_empty() {
         return Ok(Err(format!(

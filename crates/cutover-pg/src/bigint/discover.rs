@@ -502,7 +502,7 @@ pub async fn discover(client: &Client, table: &str, column: Option<&str>) -> Res
     let qname = parent.qname.clone();
     if parent.relkind == "p" || parent.inherits {
         return Err(refuse(format!(
-            "{qname} is partitioned or uses inheritance: indexes cannot be built concurrently on it; convert its partitions one by one"
+            "{qname} is partitioned, a partition, or uses inheritance: not supported (indexes cannot be built concurrently on a partitioned table, and a partition's key belongs to its parent)"
         )));
     }
     if parent.relkind != "r" {

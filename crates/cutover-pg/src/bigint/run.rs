@@ -184,7 +184,7 @@ pub async fn run(dsn: &str, action: Action, opts: &Options, obs: &Observer<'_>) 
         Some(r) => r,
         None if action == Action::Convert => {
             let spec = discover::discover(&client, &qname, opts.column.as_deref()).await?;
-            let total: i64 = spec.tables.iter().map(|t| t.rows).sum();
+            let total: i64 = spec.tables.iter().filter(|t| !t.columns.is_empty()).map(|t| t.rows).sum();
             let text = serde_json::to_string(&spec).map_err(|e| PgError::Other(e.to_string()))?;
             client
                 .execute(
@@ -713,7 +713,7 @@ fn stage_word(dir: Dir) -> &'static str {
 }
 
 fn stage_message(stage: &str, spec: &Spec) -> String {
-    let rows: i64 = spec.tables.iter().map(|t| t.rows).sum();
+    let rows: i64 = spec.tables.iter().filter(|t| !t.columns.is_empty()).map(|t| t.rows).sum();
     match stage {
         "expand" => format!("adding bigint columns and sync triggers to {} table(s)", spec.tables.len()),
         "backfill" => format!("copying keys into the bigint columns (about {rows} rows)"),

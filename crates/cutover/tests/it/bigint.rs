@@ -115,7 +115,7 @@ approve_cutover = true
         let (_, page) = http("GET", &format!("{url}/runs/{run}"), &[], None);
         page.contains("data-approve=\"widen\"")
     });
-    let o = w.run(&["approve", &run, "widen", "--target", "shop"]);
+    let o = w.run(&["approve", &run, "widen"]);
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     assert_eq!(wait_exit(&mut resumed, 120), 0);
     let _ = tower.kill();
