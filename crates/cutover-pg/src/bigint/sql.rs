@@ -122,14 +122,22 @@ pub fn sync_function(t: &TableSpec, dir: Dir) -> String {
     )
 }
 
-fn sync_trigger(t: &TableSpec) -> Vec<String> {
+fn sync_trigger(t: &TableSpec, dir: Dir) -> Vec<String> {
+    // Only when a copy differs: the backfill's own UPDATE (which already
+    // sets it) and writes to rows already in sync do not call the function.
+    let when: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| format!("NEW.{} IS DISTINCT FROM NEW.{}", qi(&c.name), qi(&shadow(&c.name, dir.sfx()))))
+        .collect();
     vec![
         format!("DROP TRIGGER IF EXISTS {SYNC_TRIGGER} ON {}", t.name),
         // Named to fire after the table's other BEFORE triggers (they fire
         // in name order), so it copies the key they may have set.
         format!(
-            "CREATE TRIGGER {SYNC_TRIGGER} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+            "CREATE TRIGGER {SYNC_TRIGGER} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW WHEN ({}) EXECUTE FUNCTION {}()",
             t.name,
+            when.join(" OR "),
             function_name(t)
         ),
     ]
@@ -170,7 +178,7 @@ pub fn expand(spec: &Spec) -> Vec<Unit> {
                 })
                 .collect();
             sql.push(sync_function(t, Dir::Forward));
-            sql.extend(sync_trigger(t));
+            sql.extend(sync_trigger(t, Dir::Forward));
             unit(Mode::Short, format!("ACCESS EXCLUSIVE on {} for a catalog change (no rewrite, no scan)", t.name), sql)
         })
         .collect()
@@ -330,15 +338,25 @@ pub fn prepare(spec: &Spec, dir: Dir, now: &Existing) -> Vec<Unit> {
                     "SHARE ROW EXCLUSIVE on {} and {} for a catalog change (NOT VALID: no scan)",
                     child.name, parent.name
                 ),
-                vec![format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) {} NOT VALID",
-                    child.name,
-                    qi(&name),
-                    qi(&col),
-                    parent.name,
-                    qi(&shadow(key, sfx)),
-                    fk.actions
-                )],
+                vec![
+                    // Parent first, the order writers take them in (insert a
+                    // parent, then its children): the other order deadlocks
+                    // with them, and lock_timeout fires before the detector.
+                    if child.oid == parent.oid {
+                        format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", parent.name)
+                    } else {
+                        format!("LOCK TABLE {}, {} IN SHARE ROW EXCLUSIVE MODE", parent.name, child.name)
+                    },
+                    format!(
+                        "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) {} NOT VALID",
+                        child.name,
+                        qi(&name),
+                        qi(&col),
+                        parent.name,
+                        qi(&shadow(key, sfx)),
+                        fk.actions
+                    ),
+                ],
             ));
         }
         units.push(unit(
@@ -479,7 +497,7 @@ pub fn swap(spec: &Spec, dir: Dir, next: Option<&BTreeMap<String, i64>>) -> Vec<
     }
     for t in spec.tables.iter().filter(|t| !t.columns.is_empty()) {
         v.push(sync_function(t, dir.other()));
-        v.extend(sync_trigger(t));
+        v.extend(sync_trigger(t, dir.other()));
     }
     for view in &spec.views {
         let with = if view.options.is_empty() { String::new() } else { format!(" WITH ({})", view.options) };

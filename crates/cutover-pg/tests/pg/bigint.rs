@@ -240,9 +240,10 @@ fn rollback_after_cutover_keeps_what_was_written_and_a_held_lock_fails_closed() 
     let dsn = pg.create_database(&db).expect("db");
     pg.psql(
         &db,
-        "CREATE TABLE parent (id serial PRIMARY KEY, name text);
+        "CREATE TABLE parent (id serial PRIMARY KEY, name text, up int REFERENCES parent);
          CREATE TABLE child (id serial PRIMARY KEY, parent_id int NOT NULL REFERENCES parent);
          INSERT INTO parent (name) SELECT 'p' || g FROM generate_series(1, 5000) g;
+         UPDATE parent SET up = id - 1 WHERE id > 1;
          INSERT INTO child (parent_id) SELECT g FROM generate_series(1, 5000) g;",
     )
     .expect("schema");
@@ -308,6 +309,16 @@ fn rollback_after_cutover_keeps_what_was_written_and_a_held_lock_fails_closed() 
 
     let sum = rt.block_on(bigint::run(&dsn, Action::Convert, &o, &obs)).expect("cut-over");
     assert_eq!(sum.stage, "cutover");
+    // The self-reference is converted with the key.
+    assert_eq!(
+        one(
+            pg,
+            &db,
+            "SELECT string_agg(attname || ':' || format_type(atttypid, NULL), ' ' ORDER BY attname) FROM pg_attribute WHERE attrelid = 'parent'::regclass AND attname IN ('id', 'up')"
+        ),
+        "id:bigint up:bigint"
+    );
+    assert_eq!(one(pg, &db, "SELECT count(*) FROM parent p JOIN parent q ON q.id = p.up"), "4999");
     assert!(sum.cutover.as_ref().is_some_and(|c| c.lock_held_ms < 1000.0), "{sum:?}");
     pg.psql(&db, "INSERT INTO parent (name) VALUES ('after'); INSERT INTO child (parent_id) SELECT id FROM parent WHERE name = 'after'; UPDATE parent SET name = 'changed' WHERE id = 7;").expect("writes");
 
@@ -317,9 +328,9 @@ fn rollback_after_cutover_keeps_what_was_written_and_a_held_lock_fails_closed() 
         one(
             pg,
             &db,
-            "SELECT string_agg(attrelid::regclass || '.' || attname || ':' || format_type(atttypid, NULL), ' ' ORDER BY attrelid::regclass::text, attname) FROM pg_attribute WHERE attrelid IN ('parent'::regclass, 'child'::regclass) AND attname IN ('id', 'parent_id')"
+            "SELECT string_agg(attrelid::regclass || '.' || attname || ':' || format_type(atttypid, NULL), ' ' ORDER BY attrelid::regclass::text, attname) FROM pg_attribute WHERE attrelid IN ('parent'::regclass, 'child'::regclass) AND attname IN ('id', 'parent_id', 'up')"
         ),
-        "child.id:integer child.parent_id:integer parent.id:integer"
+        "child.id:integer child.parent_id:integer parent.id:integer parent.up:integer"
     );
     assert_eq!(one(pg, &db, "SELECT count(*) FROM parent"), "5001");
     assert_eq!(one(pg, &db, "SELECT name FROM parent WHERE id = 7"), "changed");
