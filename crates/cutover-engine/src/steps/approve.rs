@@ -13,6 +13,25 @@ pub async fn run(s: &ApproveStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepErro
         Some(m) => ctx.render(m, "the message")?,
         None => format!("approve step `{}` for `{}`", ctx.step, ctx.target),
     };
+    let asking = format!("waiting for approval: {message} (`cutover approve {} {}`)", ctx.run_id, ctx.step);
+    let a = wait(ctx, &message, &asking, &|| {}).await?;
+    let mut out = Outputs::new();
+    out.insert("approved_by".into(), Value::String(a.actor));
+    out.insert("note".into(), a.note.map(Value::String).unwrap_or(Value::Null));
+    out.insert("at".into(), Value::String(a.at));
+    Ok(out)
+}
+
+/// Waits for the approval of this step for this target: asks once (an
+/// `approval_needed` event saying `asking`, then `on_ask`), then reads the
+/// store until it is there. Used by approve steps and by pg.bigint's
+/// `approve_cutover`.
+pub async fn wait(
+    ctx: &StepCtx<'_>,
+    message: &str,
+    asking: &str,
+    on_ask: &(dyn Fn() + Sync),
+) -> Result<crate::model::Approval, StepError> {
     let mut asked = false;
     loop {
         let found = ctx
@@ -21,22 +40,14 @@ pub async fn run(s: &ApproveStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepErro
             .approval(ctx.run_id, ctx.target, ctx.step)
             .map_err(|e| ctx.fail(format!("cannot read approvals: {e}")))?;
         if let Some(a) = found {
-            let mut out = Outputs::new();
-            out.insert("approved_by".into(), Value::String(a.actor));
-            out.insert("note".into(), a.note.map(Value::String).unwrap_or(Value::Null));
-            out.insert("at".into(), Value::String(a.at));
-            return Ok(out);
+            return Ok(a);
         }
         if !asked {
             asked = true;
-            let ev = NewEvent::step(
-                ctx.target,
-                ctx.step,
-                "approval_needed",
-                format!("waiting for approval: {message} (`cutover approve {} {}`)", ctx.run_id, ctx.step),
-            )
-            .with_data(json!({ "message": message }));
+            let ev = NewEvent::step(ctx.target, ctx.step, "approval_needed", asking.to_string())
+                .with_data(json!({ "message": message }));
             ctx.engine.emit(ctx.run_id, ev).map_err(|e| ctx.fail(e.to_string()))?;
+            on_ask();
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -12,7 +12,6 @@ use cutover_pg::bigint::{self, Action, Event, Observer, Options};
 use cutover_plan::PgBigintStep;
 use serde_json::json;
 use std::sync::Mutex;
-use std::time::Duration;
 
 pub async fn run(s: &PgBigintStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepError> {
     let dsn = ctx.render_dsn(&s.dsn, "the dsn")?;
@@ -88,7 +87,14 @@ pub async fn run(s: &PgBigintStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepErr
         if until_idx < cut || first.stage == "cutover" || first.stage == "contract" {
             first
         } else {
-            wait_for_approval(ctx, &note).await?;
+            let asking = format!(
+                "{} (`cutover approve {} {} --target {}`)",
+                super::AWAITING_APPROVAL,
+                ctx.run_id,
+                ctx.step,
+                ctx.target
+            );
+            super::approve::wait(ctx, "cut-over", &asking, &|| note(super::AWAITING_APPROVAL.to_string())).await?;
             let mut after = opts.clone();
             after.from = Some("cutover".into());
             let mut second = bigint::run(&dsn, Action::Convert, &after, &obs).await.map_err(fail)?;
@@ -111,34 +117,4 @@ pub async fn run(s: &PgBigintStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepErr
         out.extend(o);
     }
     Ok(out)
-}
-
-async fn wait_for_approval(ctx: &StepCtx<'_>, note: &(dyn Fn(String) + Sync)) -> Result<(), StepError> {
-    let mut asked = false;
-    loop {
-        let found = ctx
-            .engine
-            .store()
-            .approval(ctx.run_id, ctx.target, ctx.step)
-            .map_err(|e| ctx.fail(format!("cannot read approvals: {e}")))?;
-        if found.is_some() {
-            return Ok(());
-        }
-        if !asked {
-            asked = true;
-            let ev = NewEvent::step(
-                ctx.target,
-                ctx.step,
-                "approval_needed",
-                format!(
-                    "waiting for approval before the cut-over (`cutover approve {} {} --target {}`)",
-                    ctx.run_id, ctx.step, ctx.target
-                ),
-            )
-            .with_data(json!({ "message": "cut-over" }));
-            ctx.engine.emit(ctx.run_id, ev).map_err(|e| ctx.fail(e.to_string()))?;
-            note(super::AWAITING_APPROVAL.to_string());
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }

@@ -3,9 +3,9 @@
 //! saves the position, the batch size steered toward a target duration, and
 //! throttling between batches.
 
+use super::Event;
 use super::run::Conv;
 use super::sql;
-use super::{Event, STAGES};
 use crate::PgError;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -13,10 +13,6 @@ use tokio_postgres::types::ToSql;
 
 const MIN_BATCH: i64 = 10;
 const MAX_BATCH: i64 = 200_000;
-
-fn q(e: tokio_postgres::Error) -> PgError {
-    PgError::query(e)
-}
 
 /// `($i::text::type, …)` for a key's columns, numbered from `first`.
 fn placeholders(types: &[String], first: usize) -> String {
@@ -35,7 +31,6 @@ impl Conv<'_> {
     }
 
     pub(super) async fn backfill(&mut self) -> Result<(), PgError> {
-        debug_assert_eq!(STAGES[1], "backfill");
         let mut n = i64::from(self.opts.batch_rows.max(1)).clamp(MIN_BATCH, MAX_BATCH);
         let target = self.opts.batch_time.as_secs_f64().max(0.001);
         let mut throttled: Option<String> = None;
@@ -83,11 +78,11 @@ impl Conv<'_> {
                 }
                 params.extend(hwm.iter().map(|v| Box::new(v.clone()) as Box<dyn ToSql + Sync + Send>));
                 params.push(Box::new(n));
-                self.client.batch_execute("BEGIN").await.map_err(q)?;
+                self.client.batch_execute("BEGIN").await.map_err(PgError::query)?;
                 let r: Result<(Vec<String>, i64, bool), PgError> = async {
                     let refs: Vec<&(dyn ToSql + Sync)> =
                         params.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect();
-                    let row = self.client.query_opt(&find_end, &refs).await.map_err(q)?;
+                    let row = self.client.query_opt(&find_end, &refs).await.map_err(PgError::query)?;
                     let (end, count) = match row {
                         Some(r) => ((0..k).map(|j| r.get::<_, String>(j)).collect::<Vec<_>>(), r.get::<_, i64>(k)),
                         None => (hwm.clone(), 0),
@@ -105,7 +100,7 @@ impl Conv<'_> {
                         up.extend(p.iter().map(|v| v as &(dyn ToSql + Sync)));
                     }
                     up.extend(end.iter().map(|v| v as &(dyn ToSql + Sync)));
-                    self.client.execute(&update, &up).await.map_err(q)?;
+                    self.client.execute(&update, &up).await.map_err(PgError::query)?;
                     Ok((end, count, last))
                 }
                 .await;
@@ -133,7 +128,7 @@ impl Conv<'_> {
                     let _ = self.client.batch_execute("ROLLBACK").await;
                     return Err(PgError::query(e));
                 }
-                self.client.batch_execute("COMMIT").await.map_err(q)?;
+                self.client.batch_execute("COMMIT").await.map_err(PgError::query)?;
                 pos = Some(end);
                 self.sum.rows += count;
                 self.sum.batches += 1;
@@ -169,7 +164,7 @@ impl Conv<'_> {
                         &[&self.spec.table, &self.spec.column, &reason],
                     )
                     .await
-                    .map_err(q)?;
+                    .map_err(PgError::query)?;
                 *current = reason.clone();
             }
             match reason {
@@ -212,7 +207,7 @@ impl Conv<'_> {
                 &[&self.spec.table, &self.spec.column],
             )
             .await
-            .map_err(q)?;
+            .map_err(PgError::query)?;
         if r.get::<_, bool>(0) {
             return Ok(Some("paused by the operator (cutover pg bigint --resume goes on)".into()));
         }

@@ -86,10 +86,6 @@ fn refuse(msg: impl Into<String>) -> PgError {
     PgError::Other(msg.into())
 }
 
-fn q(e: tokio_postgres::Error) -> PgError {
-    PgError::query(e)
-}
-
 /// Finds a table by `schema.table`, a quoted name, or an exact name.
 async fn resolve(client: &Client, table: &str) -> Result<i64, PgError> {
     // to_regclass raises on a name it cannot parse (a space…): then look for the exact name.
@@ -108,7 +104,7 @@ async fn resolve(client: &Client, table: &str) -> Result<i64, PgError> {
             &[&table],
         )
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     match rows.as_slice() {
         [r] => Ok(r.get(0)),
         [] => Err(refuse(format!(
@@ -135,7 +131,7 @@ async fn rel(client: &Client, oid: i64) -> Result<Rel, PgError> {
             &[&oid],
         )
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     Ok(Rel { qname: r.get(0), relkind: r.get(1), inherits: r.get(2), schema: r.get(3) })
 }
 
@@ -150,7 +146,7 @@ async fn column(client: &Client, oid: i64, name: &str, qname: &str) -> Result<(i
             &[&oid, &name],
         )
         .await
-        .map_err(q)?
+        .map_err(PgError::query)?
         .ok_or_else(|| refuse(format!("table {qname} has no column `{name}`")))?;
     let attnum: i16 = row.get(0);
     let ty: String = row.get(1);
@@ -196,7 +192,7 @@ async fn sequence(client: &Client, oid: i64, attnum: i16) -> Result<Option<SeqSp
             &[&oid, &i32::from(attnum)],
         )
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     Ok(row.map(|r| SeqSpec {
         name: r.get(0),
         seq_type: r.get(1),
@@ -256,7 +252,7 @@ async fn dependents(
             &[&oid, &i32::from(attnum)],
         )
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     let mut deps = Deps { indexes: BTreeSet::new(), views: BTreeSet::new() };
     for r in rows {
         let class: String = r.get(0);
@@ -344,7 +340,7 @@ async fn index(client: &Client, oid: i64, what: &str, known_fks: &BTreeSet<Strin
             &[&oid],
         )
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     let name: String = r.get(0);
     let def: String = r.get(1);
     if !r.get::<_, bool>(2) {
@@ -393,7 +389,7 @@ async fn view(client: &Client, oid: i64) -> Result<super::discover::ViewSpec, Pg
             &[&oid],
         )
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     let name: String = r.get(0);
     if r.get::<_, bool>(6) || r.get::<_, bool>(7) {
         return Err(refuse(format!(
@@ -420,7 +416,7 @@ async fn view_closure(client: &Client, start: BTreeSet<i64>) -> Result<Vec<i64>,
                 &[&v],
             )
             .await
-            .map_err(q)?;
+            .map_err(PgError::query)?;
         reads.entry(v).or_default();
         for r in rows {
             let dep: i64 = r.get(0);
@@ -467,7 +463,7 @@ async fn key_of(client: &Client, oid: i64, qname: &str) -> Result<Vec<KeyCol>, P
             &[&oid],
         )
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     if rows.is_empty() {
         return Err(refuse(format!(
             "table {qname} has no primary key, and the backfill walks one in batches: add a primary key first"
@@ -480,12 +476,12 @@ async fn estimate_rows(client: &Client, oid: i64, qname: &str) -> Result<i64, Pg
     let r = client
         .query_one("SELECT reltuples::int8, relpages::int8 FROM pg_class WHERE oid = $1::int8::oid", &[&oid])
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     let (tuples, pages): (i64, i64) = (r.get(0), r.get(1));
     if tuples > 0 && pages >= 1000 {
         return Ok(tuples);
     }
-    let r = client.query_one(&format!("SELECT count(*) FROM {qname}"), &[]).await.map_err(q)?;
+    let r = client.query_one(&format!("SELECT count(*) FROM {qname}"), &[]).await.map_err(PgError::query)?;
     Ok(r.get(0))
 }
 
@@ -515,7 +511,7 @@ pub async fn discover(client: &Client, table: &str, column: Option<&str>) -> Res
             &[&oid],
         )
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     let pk_cols: Vec<String> = pk.iter().map(|r| r.get(0)).collect();
     let column = match (column, pk_cols.as_slice()) {
         (_, []) => return Err(refuse(format!("{qname} has no primary key: pg.bigint converts a table's key"))),
@@ -547,7 +543,7 @@ pub async fn discover(client: &Client, table: &str, column: Option<&str>) -> Res
             &[&oid, &attnum],
         )
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     let mut tables: Vec<TableSpec> = vec![TableSpec {
         name: qname.clone(),
         schema: parent.schema.clone(),
@@ -650,7 +646,7 @@ pub async fn discover(client: &Client, table: &str, column: Option<&str>) -> Res
         "SELECT string_agg(p.pubname, ', ') FROM pg_publication p WHERE p.puballtables
            OR EXISTS (SELECT 1 FROM pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid::int8 = ANY ($1))"
     };
-    let pubs: Option<String> = client.query_one(pub_sql, &[&oids]).await.map_err(q)?.get(0);
+    let pubs: Option<String> = client.query_one(pub_sql, &[&oids]).await.map_err(PgError::query)?.get(0);
     if let Some(p) = pubs {
         return Err(refuse(format!(
             "the tables are published ({p}): subscribers would receive the new columns before they have them; add the columns on the subscribers first or convert without logical replication"
@@ -663,7 +659,7 @@ pub async fn discover(client: &Client, table: &str, column: Option<&str>) -> Res
             &[&oids, &super::sql::SYNC_TRIGGER],
         )
         .await
-        .map_err(q)?
+        .map_err(PgError::query)?
         .iter()
         .map(|r| r.get(0))
         .collect();

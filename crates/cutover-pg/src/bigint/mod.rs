@@ -58,6 +58,13 @@ pub struct Spec {
     pub server_major: u32,
 }
 
+impl Spec {
+    /// Rows the backfill walks, as estimated at discovery (tables with a converted column).
+    pub fn rows(&self) -> i64 {
+        self.tables.iter().filter(|t| !t.columns.is_empty()).map(|t| t.rows).sum()
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TableSpec {
     /// Schema-qualified and quoted.

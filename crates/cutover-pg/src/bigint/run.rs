@@ -77,10 +77,6 @@ pub(super) fn retryable(e: &PgError) -> bool {
     matches!(e, PgError::Query { sqlstate: Some(s), .. } if s == "55P03" || s == "57014" || s == "40P01")
 }
 
-fn q(e: tokio_postgres::Error) -> PgError {
-    PgError::query(e)
-}
-
 /// A jittered pause before another attempt: between half and one and a half
 /// times `base`. (Jitter only needs to differ between processes: the clock's
 /// nanoseconds do, without a random-number crate.)
@@ -95,13 +91,16 @@ async fn ensure_state(client: &Client) -> Result<(), PgError> {
     // Two first conversions at once can race on CREATE … IF NOT EXISTS; the
     // loser's second try finds everything there.
     if client.batch_execute(sql::STATE_DDL).await.is_err() {
-        client.batch_execute(sql::STATE_DDL).await.map_err(q)?;
+        client.batch_execute(sql::STATE_DDL).await.map_err(PgError::query)?;
     }
     Ok(())
 }
 
 async fn state_exists(client: &Client) -> Result<bool, PgError> {
-    let r = client.query_one("SELECT to_regclass('cutover.bigint_conversions') IS NOT NULL", &[]).await.map_err(q)?;
+    let r = client
+        .query_one("SELECT to_regclass('cutover.bigint_conversions') IS NOT NULL", &[])
+        .await
+        .map_err(PgError::query)?;
     Ok(r.get(0))
 }
 
@@ -110,7 +109,7 @@ async fn lock_conversion(client: &Client, qname: &str) -> Result<(), PgError> {
     let got: bool = client
         .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LOCK_CLASS, &qname])
         .await
-        .map_err(q)?
+        .map_err(PgError::query)?
         .get(0);
     if got {
         return Ok(());
@@ -124,7 +123,7 @@ async fn lock_conversion(client: &Client, qname: &str) -> Result<(), PgError> {
             &[&i64::from(LOCK_CLASS), &qname],
         )
         .await
-        .map_err(q)?
+        .map_err(PgError::query)?
         .get(0);
     Err(PgError::Other(format!(
         "another process is converting {qname} (backend pid {}): wait for it, or stop it first",
@@ -148,7 +147,7 @@ async fn load(client: &Client, qname: &str, column: Option<&str>) -> Result<Opti
             &[&qname, &column],
         )
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     let Some(r) = rows.first() else { return Ok(None) };
     let spec: Spec = serde_json::from_str(&r.get::<_, String>(2))
         .map_err(|e| PgError::Other(format!("the saved state of {qname}'s conversion cannot be read: {e}")))?;
@@ -176,7 +175,7 @@ pub async fn run(dsn: &str, action: Action, opts: &Options, obs: &Observer<'_>) 
     client
         .batch_execute("SET lock_timeout = 0; SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     ensure_state(&client).await?;
     let qname = discover::qualified(&client, &opts.table).await?;
     lock_conversion(&client, &qname).await?;
@@ -184,7 +183,7 @@ pub async fn run(dsn: &str, action: Action, opts: &Options, obs: &Observer<'_>) 
         Some(r) => r,
         None if action == Action::Convert => {
             let spec = discover::discover(&client, &qname, opts.column.as_deref()).await?;
-            let total: i64 = spec.tables.iter().filter(|t| !t.columns.is_empty()).map(|t| t.rows).sum();
+            let total = spec.rows();
             let text = serde_json::to_string(&spec).map_err(|e| PgError::Other(e.to_string()))?;
             client
                 .execute(
@@ -193,7 +192,7 @@ pub async fn run(dsn: &str, action: Action, opts: &Options, obs: &Observer<'_>) 
                     &[&spec.table, &spec.column, &text, &total],
                 )
                 .await
-                .map_err(q)?;
+                .map_err(PgError::query)?;
             Row { column: spec.column.clone(), stage: String::new(), spec, positions: Map::new(), rows_total: total }
         }
         None => {
@@ -237,7 +236,7 @@ impl Conv<'_> {
                 &[&self.spec.table, &self.spec.column, &stage, &h],
             )
             .await
-            .map_err(q)?;
+            .map_err(PgError::query)?;
         self.stage = stage.to_string();
         Ok(())
     }
@@ -335,7 +334,7 @@ impl Conv<'_> {
                     &[],
                 )
                 .await
-                .map_err(q)?;
+                .map_err(PgError::query)?;
             let hwm: Option<Vec<String>> = row.map(|r| (0..t.key.len()).map(|j| r.get::<_, String>(j)).collect());
             let done = hwm.is_none();
             self.positions.insert(i.to_string(), json!({ "hwm": hwm, "pos": null, "done": done, "rows": 0 }));
@@ -347,7 +346,7 @@ impl Conv<'_> {
                 &[&self.spec.table, &self.spec.column, &text],
             )
             .await
-            .map_err(q)?;
+            .map_err(PgError::query)?;
         Ok(())
     }
 
@@ -366,7 +365,7 @@ impl Conv<'_> {
                 .client
                 .query_one(&format!("SELECT count(*) FROM {} WHERE {}", t.name, sql::differs(t, dir.sfx())), &[])
                 .await
-                .map_err(q)?
+                .map_err(PgError::query)?
                 .get(0);
             if n > 0 {
                 let cols: Vec<String> = t.columns.iter().map(|c| crate::quote_ident(&c.name)).collect();
@@ -474,7 +473,7 @@ impl Conv<'_> {
             self.sum.statements += 1;
             self.emit(Event::Statement { sql: s.clone(), ms: t0.elapsed().as_secs_f64() * 1000.0 });
         }
-        self.client.batch_execute("COMMIT").await.map_err(q)
+        self.client.batch_execute("COMMIT").await.map_err(PgError::query)
     }
 
     async fn begin_short(&self) -> Result<(), PgError> {
@@ -485,7 +484,7 @@ impl Conv<'_> {
                 self.opts.statement_timeout.as_millis().max(1)
             ))
             .await
-            .map_err(q)
+            .map_err(PgError::query)
     }
 
     /// Who holds locks on the tables now, for a failing-closed message.
@@ -521,7 +520,7 @@ impl Conv<'_> {
             let t0 = Instant::now();
             self.begin_short().await?;
             let r: Result<(Instant, usize), PgError> = async {
-                self.client.batch_execute(&lock).await.map_err(q)?;
+                self.client.batch_execute(&lock).await.map_err(PgError::query)?;
                 let locked = Instant::now();
                 let mut next = BTreeMap::new();
                 for s in &seqs {
@@ -532,7 +531,7 @@ impl Conv<'_> {
                             &[],
                         )
                         .await
-                        .map_err(q)?;
+                        .map_err(PgError::query)?;
                     next.insert(s.clone(), r.get::<_, i64>(0));
                 }
                 let body = sql::swap(&self.spec, dir, Some(&next));
@@ -551,8 +550,8 @@ impl Conv<'_> {
                         &[&self.spec.table, &self.spec.column, &stage, &h],
                     )
                     .await
-                    .map_err(q)?;
-                self.client.batch_execute("COMMIT").await.map_err(q)?;
+                    .map_err(PgError::query)?;
+                self.client.batch_execute("COMMIT").await.map_err(PgError::query)?;
                 Ok((locked, body.len() + 2))
             }
             .await;
@@ -561,8 +560,7 @@ impl Conv<'_> {
                     let held = locked.elapsed().as_secs_f64() * 1000.0;
                     let wait = locked.duration_since(t0).as_secs_f64() * 1000.0;
                     self.sum.statements += n as u64;
-                    self.sum.cutover =
-                        Some(super::run::Cutover { attempts: attempt, lock_wait_ms: wait, lock_held_ms: held });
+                    self.sum.cutover = Some(Cutover { attempts: attempt, lock_wait_ms: wait, lock_held_ms: held });
                     self.emit(Event::Statement {
                         sql: format!("{lock}; … {n} statements …; COMMIT (locks held {held:.1} ms)"),
                         ms: held + wait,
@@ -663,7 +661,7 @@ impl Conv<'_> {
                 &[&self.spec.table, &self.spec.column],
             )
             .await
-            .map_err(q)?;
+            .map_err(PgError::query)?;
         self.stage = String::new();
         self.sum.stages.push(("abort".into(), t0.elapsed().as_secs_f64()));
         self.sum.message = format!("conversion of {} aborted: the tables are as they were", self.spec.table);
@@ -675,19 +673,9 @@ async fn existing(client: &Client, spec: &Spec) -> Result<sql::Existing, PgError
     let oids: Vec<i64> = spec.tables.iter().map(|t| t.oid).collect();
     let mut e = sql::Existing::default();
     for r in client
-        .query(
-            "SELECT attrelid::int8, attname::text FROM pg_attribute WHERE attrelid::int8 = ANY ($1) AND attnum > 0 AND NOT attisdropped",
-            &[&oids],
-        )
-        .await
-        .map_err(q)?
-    {
-        e.columns.insert((r.get(0), r.get(1)));
-    }
-    for r in client
         .query("SELECT conrelid::int8, conname::text FROM pg_constraint WHERE conrelid::int8 = ANY ($1)", &[&oids])
         .await
-        .map_err(q)?
+        .map_err(PgError::query)?
     {
         e.constraints.insert((r.get(0), r.get(1)));
     }
@@ -698,7 +686,7 @@ async fn existing(client: &Client, spec: &Spec) -> Result<sql::Existing, PgError
             &[&oids],
         )
         .await
-        .map_err(q)?
+        .map_err(PgError::query)?
     {
         e.indexes.insert((r.get(0), r.get(1)), r.get(2));
     }
@@ -713,7 +701,7 @@ fn stage_word(dir: Dir) -> &'static str {
 }
 
 fn stage_message(stage: &str, spec: &Spec) -> String {
-    let rows: i64 = spec.tables.iter().filter(|t| !t.columns.is_empty()).map(|t| t.rows).sum();
+    let rows = spec.rows();
     match stage {
         "expand" => format!("adding bigint columns and sync triggers to {} table(s)", spec.tables.len()),
         "backfill" => format!("copying keys into the bigint columns (about {rows} rows)"),
@@ -830,7 +818,7 @@ pub async fn dry_run(client: &Client, opts: &Options) -> Result<DryRun, PgError>
             &[],
         )
         .await
-        .map_err(q)?
+        .map_err(PgError::query)?
         .get(0);
     if let Some(l) = long {
         notes.push(format!("transactions open for over a minute now (they hold the backfill's dead rows and delay concurrent index builds): {l}"));
@@ -841,7 +829,7 @@ pub async fn dry_run(client: &Client, opts: &Options) -> Result<DryRun, PgError>
             &[&spec.tables.iter().map(|t| t.oid).collect::<Vec<i64>>()],
         )
         .await
-        .map_err(q)?
+        .map_err(PgError::query)?
         .get(0);
     if let Some(s) = size {
         notes.push(format!(
@@ -869,7 +857,7 @@ pub async fn status(client: &Client, table: Option<&str>) -> Result<Vec<Status>,
             &[&qname],
         )
         .await
-        .map_err(q)?;
+        .map_err(PgError::query)?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -908,7 +896,7 @@ pub async fn set_paused(client: &Client, table: &str, paused: bool) -> Result<()
                 &[&qname, &paused],
             )
             .await
-            .map_err(q)?
+            .map_err(PgError::query)?
     } else {
         0
     };

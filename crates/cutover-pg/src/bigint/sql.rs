@@ -77,18 +77,13 @@ fn unit(mode: Mode, lock: impl Into<String>, sql: Vec<String>) -> Unit {
 /// Objects that exist now, so a stage run again skips what it already did.
 #[derive(Default)]
 pub struct Existing {
-    pub columns: BTreeSet<(i64, String)>,
     pub constraints: BTreeSet<(i64, String)>,
     /// (table, index name) → valid
     pub indexes: BTreeMap<(i64, String), bool>,
 }
 
-pub fn schema_of(t: &TableSpec) -> &str {
-    &t.schema
-}
-
 fn index_name(t: &TableSpec, name: &str) -> String {
-    format!("{}.{}", schema_of(t), qi(name))
+    format!("{}.{}", t.schema, qi(name))
 }
 
 fn not_null_check(c: &ColSpec, sfx: &str) -> String {
@@ -482,7 +477,7 @@ pub fn swap(spec: &Spec, dir: Dir, next: Option<&BTreeMap<String, i64>>) -> Vec<
                         index_name(t, &ix.name),
                         qi(&shadow(&ix.name, osfx))
                     ));
-                    v.push(format!("ALTER INDEX {}.{new} RENAME TO {}", schema_of(t), qi(&ix.name)));
+                    v.push(format!("ALTER INDEX {}.{new} RENAME TO {}", t.schema, qi(&ix.name)));
                 }
             }
         }
@@ -518,21 +513,29 @@ pub fn swap(spec: &Spec, dir: Dir, next: Option<&BTreeMap<String, i64>>) -> Vec<
     v
 }
 
+/// The sync triggers and their functions dropped, one short transaction per table.
+fn drop_sync(spec: &Spec) -> Vec<Unit> {
+    spec.tables
+        .iter()
+        .filter(|t| !t.columns.is_empty())
+        .map(|t| {
+            unit(
+                Mode::Short,
+                format!("SHARE ROW EXCLUSIVE on {}, brief", t.name),
+                vec![
+                    format!("DROP TRIGGER IF EXISTS {SYNC_TRIGGER} ON {}", t.name),
+                    format!("DROP FUNCTION IF EXISTS {}()", function_name(t)),
+                ],
+            )
+        })
+        .collect()
+}
+
 /// Contract, after the cut-over: the triggers, the old indexes (concurrently)
 /// and the old columns go; statistics are refreshed.
 pub fn contract(spec: &Spec) -> Vec<Unit> {
     let osfx = Dir::Back.sfx();
-    let mut units = vec![];
-    for t in spec.tables.iter().filter(|t| !t.columns.is_empty()) {
-        units.push(unit(
-            Mode::Short,
-            format!("SHARE ROW EXCLUSIVE on {}, brief", t.name),
-            vec![
-                format!("DROP TRIGGER IF EXISTS {SYNC_TRIGGER} ON {}", t.name),
-                format!("DROP FUNCTION IF EXISTS {}()", function_name(t)),
-            ],
-        ));
-    }
+    let mut units = drop_sync(spec);
     for t in &spec.tables {
         for ix in t.indexes.iter().filter(|ix| ix.constraint.is_none()) {
             units.push(unit(
@@ -565,17 +568,7 @@ pub fn contract(spec: &Spec) -> Vec<Unit> {
 /// conversion added goes, leaving the tables as they were.
 pub fn abort(spec: &Spec) -> Vec<Unit> {
     let sfx = Dir::Forward.sfx();
-    let mut units = vec![];
-    for t in spec.tables.iter().filter(|t| !t.columns.is_empty()) {
-        units.push(unit(
-            Mode::Short,
-            format!("SHARE ROW EXCLUSIVE on {}, brief", t.name),
-            vec![
-                format!("DROP TRIGGER IF EXISTS {SYNC_TRIGGER} ON {}", t.name),
-                format!("DROP FUNCTION IF EXISTS {}()", function_name(t)),
-            ],
-        ));
-    }
+    let mut units = drop_sync(spec);
     for fk in &spec.fks {
         let child = &spec.tables[fk.table];
         units.push(unit(
