@@ -23,17 +23,11 @@ import sys
 import tempfile
 import time
 
+from pgcluster import free_port  # bench/pgcluster.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUTOVER = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/release/cutover")
 TOKEN = "bench-token"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def cpu_seconds(pid):
