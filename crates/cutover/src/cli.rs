@@ -317,6 +317,13 @@ pub enum Command {
     #[command(subcommand)]
     Pg(PgCommand),
 
+    /// Versioned schema migrations: golang-migrate directories
+    /// ({version}_{title}.up.sql / .down.sql) applied one transaction each,
+    /// under an advisory lock, with a history row per attempt; and a linter
+    /// for statements that take heavy locks or rewrite tables.
+    #[command(after_help = MIGRATE_HELP)]
+    Migrate(MigrateArgs),
+
     /// Print shell completions.
     #[command(after_help = "Example:\n  cutover completions bash > ~/.local/share/bash-completion/completions/cutover")]
     Completions { shell: clap_complete::Shell },
@@ -552,4 +559,116 @@ pub struct BigintArgs {
 pub fn completions(shell: clap_complete::Shell) {
     let mut cmd = <Cli as clap::CommandFactory>::command();
     clap_complete::generate(shell, &mut cmd, "cutover", &mut std::io::stdout());
+}
+
+const MIGRATE_HELP: &str = "Examples:
+  cutover migrate --dsn env:DATABASE_URL --dir db/migrations up
+  cutover migrate --dsn 'command:vault kv get -field=dsn secret/app/db' --dir db/migrations status
+  cutover migrate --dir 'git:https://git.example.com/app.git#v1.4.0:db/migrations' --dsn env:DATABASE_URL up
+  cutover migrate --dir db/migrations lint --output json          # in CI: exit 1 on errors
+  cutover migrate --dir db/migrations create add users email
+
+--dsn takes a connection string, or a secret reference resolved at run time and never
+printed or stored: env:NAME, file:PATH or command:CMD (the command's output is the DSN).
+
+State lives in the database: cutover.schema_migrations (what is applied) and
+cutover.migration_history (one row per attempt: version, checksum, direction, start, duration,
+success, error, who ran it and from where). A database golang-migrate migrated
+(schema_migrations(version, dirty)) is adopted on the first change, nothing re-run, and its
+table is kept in step.
+
+Each migration runs in its own transaction (a file's own BEGIN/COMMIT is replaced by it). A
+file whose first lines hold the comment `-- cutover:no-transaction` runs statement by
+statement instead (CREATE INDEX CONCURRENTLY); if it fails part-way it is marked partial, with
+what ran, and nothing else runs until `force`.
+
+Exit codes: 0 done; 1 a migration failed, was refused (changed file, out-of-order file,
+partial state, lock held), or lint/validate found errors; 2 bad flags, directory or DSN.";
+
+#[derive(clap::Args, Debug)]
+pub struct MigrateArgs {
+    /// The database: a connection string, or env:NAME, file:PATH, command:CMD.
+    #[arg(long, global = true, env = "CUTOVER_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// The migrations: a directory, or git:PATH_OR_URL#REF:DIR (checked out with git).
+    #[arg(long, global = true, env = "CUTOVER_MIGRATIONS", default_value = "migrations")]
+    pub dir: String,
+    /// How long to wait for another runner's migration lock before failing.
+    #[arg(long, global = true, default_value = "30s", value_parser = cutover_plan::duration::parse)]
+    pub lock_wait: std::time::Duration,
+    /// lock_timeout for the migrations' statements (default: the server's).
+    #[arg(long, global = true, value_parser = cutover_plan::duration::parse)]
+    pub lock_timeout: Option<std::time::Duration>,
+    /// statement_timeout for the migrations' statements (default: the server's).
+    #[arg(long, global = true, value_parser = cutover_plan::duration::parse)]
+    pub statement_timeout: Option<std::time::Duration>,
+    /// Apply files older than the current version that were never applied.
+    #[arg(long, global = true)]
+    pub allow_out_of_order: bool,
+    /// Go on when an applied file was edited since (its checksum changed).
+    #[arg(long, global = true)]
+    pub allow_changed: bool,
+    #[command(subcommand)]
+    pub command: MigrateCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MigrateCommand {
+    /// Apply the pending migrations in version order (the next N with a count).
+    Up { n: Option<usize> },
+    /// Roll back the last N applied migrations with their .down.sql (or all with --all).
+    Down {
+        #[arg(required_unless_present = "all")]
+        n: Option<usize>,
+        #[arg(long, conflicts_with = "n")]
+        all: bool,
+    },
+    /// Migrate up or down to exactly VERSION (0: roll everything back).
+    Goto { version: u64 },
+    /// Print the current version (the highest applied), or `none`.
+    Version,
+    /// Every file and applied version: applied, pending, out-of-order, missing, changed, partial.
+    Status,
+    /// The last attempts recorded in cutover.migration_history.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Check the directory (names, duplicates, every file parses) and, with --dsn,
+    /// the database against it (changed, missing, out-of-order, partial).
+    Validate,
+    /// Write an empty up and down file for a new migration.
+    Create {
+        /// The title, e.g. "add users email" (becomes add_users_email).
+        #[arg(required = true, num_args = 1..)]
+        title: Vec<String>,
+        /// Number it after the highest version (zero-padded like the others).
+        #[arg(long, conflicts_with = "timestamp")]
+        seq: bool,
+        /// Number it with the UTC time, YYYYMMDDHHMMSS.
+        #[arg(long)]
+        timestamp: bool,
+    },
+    /// Record VERSION as the current version without running anything (after a
+    /// partial failure was repaired by hand). Recorded in the history as a force.
+    Force { version: u64 },
+    /// Adopt a database whose schema is already at VERSION: files up to it are
+    /// recorded as applied, none is run.
+    Baseline { version: u64 },
+    /// Flag statements that take heavy locks or rewrite tables, parsed with
+    /// PostgreSQL's own grammar: pending files with --dsn, every up file without.
+    #[command(after_help = "Rules are listed by `cutover migrate lint --rules`; docs/lint.md explains each.
+        A file turns rules off with a comment line: -- cutover:lint-ignore M010,M011
+        Exit code 1 when any error is found (warnings alone exit 0, or 1 with --strict).")]
+    Lint {
+        /// Lint every up file, applied or not (with --dsn).
+        #[arg(long)]
+        all: bool,
+        /// Warnings fail too.
+        #[arg(long)]
+        strict: bool,
+        /// List the rules and exit.
+        #[arg(long)]
+        rules: bool,
+    },
 }

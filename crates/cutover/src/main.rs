@@ -4,6 +4,7 @@
 mod cli;
 mod control;
 mod demo;
+mod migrate;
 mod output;
 mod pg;
 mod report;
@@ -95,6 +96,7 @@ async fn dispatch(args: cli::Cli) -> i32 {
         }
         cli::Command::Pg(cli::PgCommand::Backups { dir }) => pg::backups(&dir, out),
         cli::Command::Pg(cli::PgCommand::Bigint(a)) => pg::bigint(a, out).await,
+        cli::Command::Migrate(a) => migrate::migrate(a, out).await,
         cli::Command::Pg(cli::PgCommand::Restore { from, target, dir, jobs, clean, no_owner, pg_bin }) => {
             pg::restore(&from, &target, &dir, jobs, clean, no_owner, pg_bin, out).await
         }

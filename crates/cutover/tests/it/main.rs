@@ -11,6 +11,7 @@ mod demo;
 mod fleet;
 mod gates;
 mod lifecycle;
+mod migrate;
 mod notify;
 mod pg;
 mod report;

@@ -1,0 +1,3 @@
+//! Versioned migrations against real PostgreSQL, and the linter's corpus.
+
+mod lint;
