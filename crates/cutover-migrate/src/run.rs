@@ -158,11 +158,25 @@ pub fn who() -> String {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// Waiting for the migration lock, held by someone else.
-    Waiting { holder: String },
+    Waiting {
+        holder: String,
+    },
     /// A note worth showing (adoption, a changed file allowed, …).
     Notice(String),
-    Start { index: usize, total: usize, label: String, direction: &'static str, transactional: bool },
-    Done { index: usize, total: usize, label: String, direction: &'static str, duration: Duration },
+    Start {
+        index: usize,
+        total: usize,
+        label: String,
+        direction: &'static str,
+        transactional: bool,
+    },
+    Done {
+        index: usize,
+        total: usize,
+        label: String,
+        direction: &'static str,
+        duration: Duration,
+    },
 }
 
 /// The outcome of a change.
@@ -227,11 +241,8 @@ fn redact_err(e: MigrateError, opts: &Options) -> MigrateError {
 }
 
 async fn lock(client: &Client, opts: &Options, on: &(dyn Fn(Event) + Send + Sync)) -> Result<(), MigrateError> {
-    let got: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .await
-        .map_err(MigrateError::db)?
-        .get(0);
+    let got: bool =
+        client.query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY]).await.map_err(MigrateError::db)?.get(0);
     if got {
         return Ok(());
     }
@@ -320,13 +331,7 @@ async fn apply_locked(
     for (i, (m, direction)) in plan.into_iter().enumerate() {
         let file = if direction == "up" { m.up.as_ref() } else { m.down.as_ref() };
         let Some(file) = file else { continue };
-        on(Event::Start {
-            index: i + 1,
-            total,
-            label: m.label(),
-            direction,
-            transactional: file.transactional,
-        });
+        on(Event::Start { index: i + 1, total, label: m.label(), direction, transactional: file.transactional });
         let t0 = Instant::now();
         run_one(client, source, m, file, direction, golang.as_deref(), opts).await?;
         let duration = t0.elapsed();
@@ -454,9 +459,9 @@ fn plan<'a>(
 async fn golang_table(client: &Client) -> Result<Option<String>, MigrateError> {
     let row = client
         .query_one(
-            "SELECT to_regclass($1)::text IS NOT NULL
+            "SELECT to_regclass($1::text) IS NOT NULL
                     AND EXISTS (SELECT 1 FROM information_schema.columns
-                                WHERE table_name = $1 AND column_name = 'dirty'
+                                WHERE table_name::text = $1::text AND column_name::text = 'dirty'
                                   AND table_schema = ANY (current_schemas(false)))",
             &[&GOLANG_MIGRATE_TABLE],
         )
@@ -523,13 +528,7 @@ async fn mark_upto(client: &Client, source: &Source, v: u64, state: &str, opts: 
             .execute(
                 "INSERT INTO cutover.schema_migrations (version, title, checksum, state, applied_by)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (version) DO NOTHING",
-                &[
-                    &(m.version as i64),
-                    &m.title,
-                    &m.up.as_ref().map(|f| f.checksum.clone()),
-                    &state,
-                    &opts.ran_by,
-                ],
+                &[&(m.version as i64), &m.title, &m.up.as_ref().map(|f| f.checksum.clone()), &state, &opts.ran_by],
             )
             .await
             .map_err(MigrateError::db)?;
@@ -685,19 +684,20 @@ fn body(file: &MigrationFile) -> Result<(usize, &str), MigrateError> {
     )))
 }
 
-/// "line 3, column 8" of a 1-based character position in `text` that starts at byte `offset` of the file.
-fn position(sql: &str, offset: usize, text: &str, pos: u32) -> String {
+/// The (line, column) of a 1-based character position in `text`, which starts at byte `offset` of the file.
+fn position(sql: &str, offset: usize, text: &str, pos: u32) -> (usize, usize) {
     let byte = text.char_indices().nth(pos.saturating_sub(1) as usize).map(|(b, _)| b).unwrap_or(text.len());
     let upto = &sql[..(offset + byte).min(sql.len())];
     let line = upto.matches('\n').count() + 1;
     let col = upto.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
-    format!("line {line}, column {col}")
+    (line, col)
 }
 
 fn failure_at(e: &tokio_postgres::Error, file: &MigrationFile, offset: usize, text: &str) -> String {
     match e.as_db_error().and_then(|d| d.position()) {
         Some(tokio_postgres::error::ErrorPosition::Original(p)) => {
-            format!(" at {}:{}", file.name, position(&file.sql, offset, text, *p).trim_start_matches("line "))
+            let (line, col) = position(&file.sql, offset, text, *p);
+            format!(" at {}:{line}:{col}", file.name)
         }
         _ => String::new(),
     }
@@ -911,8 +911,10 @@ async fn left_behind(client: &Client, ran: &[&str]) -> String {
     out
 }
 
+/// A statement on one line, without the comments before it, cut at 80 characters.
 fn short(s: &str) -> String {
-    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let code = s.lines().skip_while(|l| l.trim().is_empty() || l.trim_start().starts_with("--")).collect::<Vec<_>>();
+    let one: String = code.join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
     if one.chars().count() > 80 { format!("{}…", one.chars().take(79).collect::<String>()) } else { one }
 }
 
@@ -1089,7 +1091,7 @@ mod tests {
         let text = &sql[offset..];
         // "SELEC" is the 27th character of the text after BEGIN;
         let p = text.find("SELEC").expect("find") as u32 + 1;
-        assert_eq!(position(sql, offset, text, p), "line 3, column 1");
+        assert_eq!(position(sql, offset, text, p), (3, 1));
     }
 
     #[test]

@@ -231,13 +231,27 @@ fn open_git(spec: &str) -> Result<Source, SourceError> {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     git(
-        &["clone".as_ref(), "--quiet".as_ref(), "--no-checkout".as_ref(), "--".as_ref(), repo.as_ref(), work.as_os_str()],
+        &[
+            "clone".as_ref(),
+            "--quiet".as_ref(),
+            "--no-checkout".as_ref(),
+            "--".as_ref(),
+            repo.as_ref(),
+            work.as_os_str(),
+        ],
         &format!("clone {shown_repo}"),
     )?;
     let c = work.as_os_str();
     let rev_of = |r: &str| {
         git(
-            &["-C".as_ref(), c, "rev-parse".as_ref(), "--verify".as_ref(), "--quiet".as_ref(), format!("{r}^{{commit}}").as_ref()],
+            &[
+                "-C".as_ref(),
+                c,
+                "rev-parse".as_ref(),
+                "--verify".as_ref(),
+                "--quiet".as_ref(),
+                format!("{r}^{{commit}}").as_ref(),
+            ],
             "resolve",
         )
     };
@@ -245,7 +259,16 @@ fn open_git(spec: &str) -> Result<Source, SourceError> {
         .or_else(|_| rev_of(reference))
         .map_err(|_| SourceError::Git(format!("{shown_repo} has no branch, tag or commit `{reference}`")))?;
     git(
-        &["-C".as_ref(), c, "-c".as_ref(), "advice.detachedHead=false".as_ref(), "checkout".as_ref(), "--quiet".as_ref(), "--detach".as_ref(), commit.as_ref()],
+        &[
+            "-C".as_ref(),
+            c,
+            "-c".as_ref(),
+            "advice.detachedHead=false".as_ref(),
+            "checkout".as_ref(),
+            "--quiet".as_ref(),
+            "--detach".as_ref(),
+            commit.as_ref(),
+        ],
         &format!("check out {reference}"),
     )?;
     let dir = if sub.is_empty() { work.clone() } else { work.join(sub) };
@@ -287,7 +310,12 @@ pub enum Numbering {
 }
 
 /// Writes an empty up and down file for a new migration and returns their paths.
-pub fn create(dir: &Path, title: &str, numbering: Numbering, now: jiff::Timestamp) -> Result<[PathBuf; 2], SourceError> {
+pub fn create(
+    dir: &Path,
+    title: &str,
+    numbering: Numbering,
+    now: jiff::Timestamp,
+) -> Result<[PathBuf; 2], SourceError> {
     std::fs::create_dir_all(dir).map_err(|e| SourceError::Create(format!("cannot create {}: {e}", dir.display())))?;
     let (existing, width, _) = read_dir(dir)?;
     let slug: String = title
@@ -323,7 +351,13 @@ pub fn create(dir: &Path, title: &str, numbering: Numbering, now: jiff::Timestam
         }
         _ => {
             let next = last + 1;
-            let w = if width > 0 { width } else if existing.is_empty() { 6 } else { 0 };
+            let w = if width > 0 {
+                width
+            } else if existing.is_empty() {
+                6
+            } else {
+                0
+            };
             format!("{next:0w$}")
         }
     };
@@ -345,7 +379,10 @@ mod tests {
     #[test]
     fn names_are_read_as_golang_migrate_reads_them() {
         assert_eq!(parse_name("0001_init.up.sql"), Some(("0001", "init", "up")));
-        assert_eq!(parse_name("20260101120000_add.users.email.down.sql"), Some(("20260101120000", "add.users.email", "down")));
+        assert_eq!(
+            parse_name("20260101120000_add.users.email.down.sql"),
+            Some(("20260101120000", "add.users.email", "down"))
+        );
         assert_eq!(parse_name("3_x.up.psql"), Some(("3", "x", "up")));
         assert_eq!(parse_name("README.md"), None);
         assert_eq!(parse_name("0001_init.sql"), None);
@@ -355,7 +392,9 @@ mod tests {
     #[test]
     fn the_header_opts_out_of_the_transaction() {
         assert!(!is_transactional("-- cutover:no-transaction\nCREATE INDEX CONCURRENTLY i ON t(c);"));
-        assert!(!is_transactional("\n-- add an index\n--  cutover: no-transaction\nCREATE INDEX CONCURRENTLY i ON t(c);"));
+        assert!(!is_transactional(
+            "\n-- add an index\n--  cutover: no-transaction\nCREATE INDEX CONCURRENTLY i ON t(c);"
+        ));
         assert!(is_transactional("CREATE TABLE t();\n-- cutover:no-transaction\n"));
         assert!(is_transactional("-- nothing special\nSELECT 1;"));
     }
@@ -370,7 +409,9 @@ mod tests {
     #[test]
     fn a_directory_is_read_and_create_numbers_the_next_file() {
         let d = tempfile::tempdir().expect("tmp");
-        for (n, s) in [("0001_init.up.sql", "CREATE TABLE t();"), ("0001_init.down.sql", "DROP TABLE t;"), ("README.md", "x")] {
+        for (n, s) in
+            [("0001_init.up.sql", "CREATE TABLE t();"), ("0001_init.down.sql", "DROP TABLE t;"), ("README.md", "x")]
+        {
             std::fs::write(d.path().join(n), s).expect("write");
         }
         let src = Source::open(&d.path().display().to_string()).expect("open");
