@@ -444,6 +444,18 @@ impl Builder<'_> {
                 max_transaction_age: self.duration(node, "max_transaction_age").unwrap_or(Duration::from_secs(600)),
                 max_active: self.u32(node, "max_active"),
             }),
+            "pg.migrate" => StepKind::PgMigrate(PgMigrateStep {
+                dsn: self.template_or(node, "dsn", ""),
+                dir: self.str(node, "dir").unwrap_or_default(),
+                dir_pos: node.get("dir").map(|n| self.content_pos(n)).unwrap_or_else(|| self.pos(node.span)),
+                to: self.int(node, "to").and_then(|v| u64::try_from(v).ok()),
+                allow_out_of_order: self.bool(node, "allow_out_of_order").unwrap_or(false),
+                allow_changed: self.bool(node, "allow_changed").unwrap_or(false),
+                lock_wait: self.duration(node, "lock_wait").unwrap_or(Duration::from_secs(30)),
+                lock_timeout: self.duration(node, "lock_timeout"),
+                statement_timeout: self.duration(node, "statement_timeout"),
+                lint: self.bool(node, "lint").unwrap_or(false),
+            }),
             "block" => {
                 StepKind::Block(BlockStep { steps: self.steps(node, "steps"), finally: self.steps(node, "finally") })
             }
@@ -465,7 +477,12 @@ impl Builder<'_> {
             | StepKind::PgBackup(_)
             // A bigint conversion keeps its state in the database and each
             // of its stages is idempotent.
-            | StepKind::PgBigint(_) => true,
+            | StepKind::PgBigint(_)
+            // Migrations keep their state in the database: one that was in
+            // flight either committed with its record or rolled back, and a
+            // no-transaction file cut short is marked partial, which the next
+            // attempt refuses to go past. Nothing is ever applied twice.
+            | StepKind::PgMigrate(_) => true,
             StepKind::PgRestore(r) => r.clean,
             _ => false,
         };

@@ -541,6 +541,10 @@ fn check_step(
             }
             pg_bigint(step, b, diags);
         }
+        StepKind::PgMigrate(m) => {
+            check_template(&m.dsn, &refs, diags);
+            pg_migrate(step, m, diags);
+        }
         StepKind::PgBackup(b) => {
             check_template(&b.dsn, &refs, diags);
             check_template(&b.dir, &refs, diags);
@@ -651,6 +655,56 @@ fn pg_bigint(step: &Step, b: &PgBigintStep, diags: &mut Diagnostics) {
                     ),
                 )
                 .with_help("writers wait behind a lock that waits: keep the cut-over's lock short (e.g. \"500ms\") and raise `attempts` instead"),
+            );
+        }
+    }
+}
+
+/// What the shape cannot say about a `pg.migrate` step: a directory that
+/// names something, a `git:` source with its ref, timeouts above 0. Whether
+/// the directory exists is left to the run: a recorded plan is loaded again
+/// elsewhere (the tower, `cutover report`), where the directory may not be.
+fn pg_migrate(step: &Step, m: &PgMigrateStep, diags: &mut Diagnostics) {
+    let dir = m.dir.trim();
+    let git_ok = |spec: &str| spec.rsplit_once('#').is_some_and(|(repo, rest)| !repo.is_empty() && !rest.is_empty());
+    let problem = match dir.strip_prefix("git:") {
+        // A missing `dir` was reported by the shape check (the builder then
+        // gives an empty one at the step's position).
+        None if dir.is_empty() && m.dir_pos == step.pos => None,
+        None if dir.is_empty() => Some("is empty"),
+        Some(spec) if !git_ok(spec) => Some("is a git source without a ref"),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        diags.push(
+            Diagnostic::new(
+                m.dir_pos.clone(),
+                "migrate-dir",
+                format!("`dir` of pg.migrate step `{}` {problem}: {:?}", step.name, m.dir),
+            )
+            .with_help(
+                "write a directory beside the plan (\"db/migrations\") or git:PATH_OR_URL#REF:DIR (\"git:https://example.com/app.git#v1.4.0:db/migrations\")",
+            ),
+        );
+    }
+    let timeouts = [
+        ("lock_wait", Some(m.lock_wait)),
+        ("lock_timeout", m.lock_timeout),
+        ("statement_timeout", m.statement_timeout),
+    ];
+    for (key, d) in timeouts {
+        if d.is_some_and(|d| d.is_zero()) {
+            diags.push(
+                Diagnostic::new(
+                    step.pos.clone(),
+                    "migrate-timeout",
+                    format!("`{key}` of pg.migrate step `{}` is 0s; it must be above 0", step.name),
+                )
+                .with_help(if key == "lock_wait" {
+                    "how long to wait for another runner's migration lock, e.g. \"30s\""
+                } else {
+                    "leave it out to keep the server's setting, or give a duration such as \"5s\""
+                }),
             );
         }
     }

@@ -224,6 +224,7 @@ pub enum StepKind {
     PgBackup(PgBackupStep),
     PgRestore(PgRestoreStep),
     PgBigint(PgBigintStep),
+    PgMigrate(PgMigrateStep),
 }
 
 /// `pg.copy`: copy a database to a server of another major version.
@@ -280,6 +281,37 @@ pub struct PgBigintStep {
     pub max_transaction_age: Duration,
     /// The backfill pauses while more than this many other backends are active (default: off).
     pub max_active: Option<u32>,
+}
+
+/// `pg.migrate`: a directory of versioned migrations (golang-migrate's
+/// layout) applied to the target's database by cutover-migrate.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PgMigrateStep {
+    /// The database to migrate.
+    pub dsn: Template,
+    /// The migrations: a directory relative to the plan's directory, or
+    /// `git:PATH_OR_URL#REF:DIR`, passed to cutover-migrate as it is.
+    pub dir: String,
+    /// Where `dir`'s value is in the plan (the step's position when it is missing), for diagnostics.
+    #[serde(skip)]
+    pub dir_pos: Pos,
+    /// Go up or down to exactly this version (0: nothing applied); None: up to the newest.
+    pub to: Option<u64>,
+    /// Apply a pending file older than the current version instead of refusing.
+    pub allow_out_of_order: bool,
+    /// Go on when an applied file was edited since (its checksum differs).
+    pub allow_changed: bool,
+    /// How long to wait for another runner's migration lock on the same database (default 30s).
+    #[serde(serialize_with = "ser_duration")]
+    pub lock_wait: Duration,
+    /// `lock_timeout` of the migrations' statements; None: the server's.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub lock_timeout: Option<Duration>,
+    /// `statement_timeout` of the migrations' statements; None: the server's.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub statement_timeout: Option<Duration>,
+    /// Lint the pending files first and refuse to apply any of them when one has a lint error.
+    pub lint: bool,
 }
 
 /// `pg.backup`: a pg_dump archive in a backups directory, with a manifest.
@@ -341,6 +373,7 @@ impl StepKind {
             StepKind::PgBackup(_) => "pg.backup",
             StepKind::PgRestore(_) => "pg.restore",
             StepKind::PgBigint(_) => "pg.bigint",
+            StepKind::PgMigrate(_) => "pg.migrate",
         }
     }
 }

@@ -112,6 +112,7 @@ fn step_line(s: &Step, depth: usize, out: &mut String) {
             if x.clean { " (dropping what it replaces)" } else { "" }
         ),
         StepKind::PgBigint(x) => bigint_line(x),
+        StepKind::PgMigrate(x) => migrate_line(x),
         StepKind::PgPreflight(x) => format!(
             "PostgreSQL preflight of {} for version {} (fails on a {}{})",
             code(&x.dsn.source),
@@ -176,6 +177,26 @@ fn bigint_line(x: &PgBigintStep) -> String {
             format!("convert {key} and the foreign keys referencing it to bigint ({})", notes.join("; "))
         }
     }
+}
+
+/// What a `pg.migrate` step does, in one line: "apply migrations from
+/// `db/migrations` (up to the newest; lint errors refuse)".
+fn migrate_line(x: &PgMigrateStep) -> String {
+    let mut notes = vec![match x.to {
+        Some(0) => "**down** to version 0: every applied migration rolled back".to_string(),
+        Some(v) => format!("to version {v}, rolling back any newer one"),
+        None => "up to the newest".to_string(),
+    }];
+    if x.lint {
+        notes.push("refused on a lint error".into());
+    }
+    if x.allow_out_of_order {
+        notes.push("out-of-order files applied".into());
+    }
+    if x.allow_changed {
+        notes.push("edited files allowed".into());
+    }
+    format!("apply migrations from {} ({})", code(&x.dir), notes.join("; "))
 }
 
 fn gates(g: &Gates) -> Vec<(&'static str, &'static str, String)> {

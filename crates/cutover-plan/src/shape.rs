@@ -102,6 +102,7 @@ pub const STEP_KINDS: &[&str] = &[
     "pg.backup",
     "pg.restore",
     "pg.bigint",
+    "pg.migrate",
 ];
 static STEP_KIND: Ty = Ty::Enum(STEP_KINDS);
 pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -112,7 +113,7 @@ pub static STEP_COMMON: &[Field] = &[
     req(
         "kind",
         &STEP_KIND,
-        "What the step does: exec, sql, http, wait, approve, block, or a PostgreSQL operation (pg.preflight, pg.copy, pg.verify, pg.backup, pg.restore, pg.bigint).",
+        "What the step does: exec, sql, http, wait, approve, block, or a PostgreSQL operation (pg.preflight, pg.copy, pg.verify, pg.backup, pg.restore, pg.bigint, pg.migrate).",
     ),
     f("description", &STR, "Free text for readers of the plan (shown in `cutover plan --output json`)."),
     f("when", &EXPR, "CEL condition over target, labels, vars and outputs; the step is skipped when false."),
@@ -328,6 +329,46 @@ pub static PG_BIGINT_FIELDS: &[Field] = &[
     ),
 ];
 
+/// A migration version for `to`: 0 (nothing applied) up to the largest a
+/// PostgreSQL bigint holds, where cutover-migrate records versions.
+static MIGRATION_VERSION: Ty = Ty::Int(0, i64::MAX);
+
+pub static PG_MIGRATE_FIELDS: &[Field] = &[
+    req("dsn", &TEMPLATE, "The database to migrate, e.g. \"{{ secrets.pg }}/{{ vars.db }}\"."),
+    req(
+        "dir",
+        &STR,
+        "The migrations (golang-migrate's layout): a directory relative to the plan's, or git:PATH_OR_URL#REF:DIR (pin a tag or a commit).",
+    ),
+    f(
+        "to",
+        &MIGRATION_VERSION,
+        "Go up or down to exactly this version (0: nothing applied); default: up to the newest file.",
+    ),
+    f(
+        "allow_out_of_order",
+        &BOOL,
+        "Apply a pending file older than the current version instead of refusing (default false).",
+    ),
+    f(
+        "allow_changed",
+        &BOOL,
+        "Go on when an applied file was edited since it was applied, its checksum differing (default false).",
+    ),
+    f(
+        "lock_wait",
+        &DURATION,
+        "How long to wait for another runner's migration lock on the database before failing (default \"30s\").",
+    ),
+    f("lock_timeout", &DURATION, "lock_timeout of the migrations' statements (default: the server's)."),
+    f("statement_timeout", &DURATION, "statement_timeout of the migrations' statements (default: the server's)."),
+    f(
+        "lint",
+        &BOOL,
+        "Lint the pending files first and apply none of them when one has a lint error, listing the findings (default false).",
+    ),
+];
+
 pub static BLOCK_FIELDS: &[Field] = &[
     req("steps", &STEPS, "The steps of the block, in order."),
     f("finally", &STEPS, "Steps that always run once the block has started, even after a failure or an abort."),
@@ -349,6 +390,7 @@ pub static STEP_KINDED: Kinded = Kinded {
         ("pg.backup", PG_BACKUP_FIELDS),
         ("pg.restore", PG_RESTORE_FIELDS),
         ("pg.bigint", PG_BIGINT_FIELDS),
+        ("pg.migrate", PG_MIGRATE_FIELDS),
     ],
 };
 

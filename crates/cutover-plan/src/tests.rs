@@ -53,7 +53,7 @@ fn invalid_plans_are_reported_at_their_position() {
         (
             &format!("{STEP}kind = \"shell\"\n"),
             &[
-                "9:8 unknown-kind: unknown step kind \"shell\" for `kind` (expected one of: exec, sql, http, wait, approve, block, pg.preflight, pg.copy, pg.verify, pg.backup, pg.restore, pg.bigint)",
+                "9:8 unknown-kind: unknown step kind \"shell\" for `kind` (expected one of: exec, sql, http, wait, approve, block, pg.preflight, pg.copy, pg.verify, pg.backup, pg.restore, pg.bigint, pg.migrate)",
             ],
         ),
         // 5. A step without kind.
@@ -321,6 +321,11 @@ target_dsn = "postgres://127.0.0.1/z"
 name = "pi"
 kind = "pg.bigint"
 table = "public.orders"
+[[phases.steps]]
+name = "pm"
+kind = "pg.migrate"
+dsn = "postgres://127.0.0.1/x"
+dir = "db/migrations"
 "#;
     let plan = load_str("k.toml", text, Path::new("."), None).expect("valid");
     let kinds: Vec<&str> = plan.phases[0].steps.iter().map(|s| s.kind.name()).collect();
@@ -441,4 +446,115 @@ fn pg_bigint_mistakes_get_their_codes() {
             "7:1 bigint-stage-order: pg.bigint step `s1` starts at stage cutover (`from`), after the stage it stops at, backfill (`until`)"
         ]
     );
+}
+
+/// A `pg.migrate` step of `STEP` with `extra` lines.
+fn migrate(extra: &str) -> String {
+    format!("{STEP}kind = \"pg.migrate\"\ndsn = \"{{{{ vars.dsn }}}}\"\ndir = \"db/migrations\"\n{extra}")
+}
+
+/// The diagnostic codes of a plan with one `pg.migrate` step.
+fn migrate_codes(extra: &str) -> Vec<String> {
+    errors(&migrate(extra))
+        .iter()
+        .filter_map(|e| e.split_once(' ')?.1.split_once(':').map(|(c, _)| c.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_pg_migrate_step_gets_its_defaults() {
+    let text = format!("{BASE}{}", migrate(""));
+    let plan = load_str("p.toml", &text, Path::new("."), None).expect("valid");
+    let step = &plan.phases[0].steps[0];
+    // Migrations keep their state in the database: a re-run applies nothing twice.
+    assert!(step.idempotent);
+    assert_eq!(step.kind.name(), "pg.migrate");
+    let crate::StepKind::PgMigrate(m) = &step.kind else { panic!("not pg.migrate: {:?}", step.kind) };
+    assert_eq!(m.dsn.source, "{{ vars.dsn }}");
+    assert_eq!(m.dir, "db/migrations");
+    assert_eq!(m.to, None);
+    assert!(!m.allow_out_of_order && !m.allow_changed && !m.lint);
+    assert_eq!(m.lock_wait, Duration::from_secs(30));
+    assert_eq!((m.lock_timeout, m.statement_timeout), (None, None));
+    let r = crate::runbook::runbook(&plan);
+    assert!(r.contains("apply migrations from `db/migrations` (up to the newest)"), "{r}");
+}
+
+#[test]
+fn a_pg_migrate_step_takes_every_field() {
+    let text = format!(
+        "{BASE}{}",
+        migrate(
+            "to = 20261121103000\nallow_out_of_order = true\nallow_changed = true\nlock_wait = \"2m\"\n\
+             lock_timeout = \"3s\"\nstatement_timeout = \"15m\"\nlint = true\nidempotent = false\n"
+        )
+    );
+    let plan = load_str("p.toml", &text, Path::new("."), None).expect("valid");
+    let step = &plan.phases[0].steps[0];
+    assert!(!step.idempotent);
+    let crate::StepKind::PgMigrate(m) = &step.kind else { panic!("not pg.migrate: {:?}", step.kind) };
+    assert_eq!(m.to, Some(20_261_121_103_000));
+    assert!(m.allow_out_of_order && m.allow_changed && m.lint);
+    assert_eq!(m.lock_wait, Duration::from_secs(120));
+    assert_eq!(m.lock_timeout, Some(Duration::from_secs(3)));
+    assert_eq!(m.statement_timeout, Some(Duration::from_secs(900)));
+    let r = crate::runbook::runbook(&plan);
+    assert!(
+        r.contains(
+            "apply migrations from `db/migrations` (to version 20261121103000, rolling back any newer one; refused on a lint error; out-of-order files applied; edited files allowed)"
+        ),
+        "{r}"
+    );
+    // A git source is taken as it is, and version 0 means every migration rolled back.
+    let text = format!("{BASE}{}", migrate("to = 0\n").replace("db/migrations", "git:../app.git#v1.4.0:db"));
+    let plan = load_str("p.toml", &text, Path::new("."), None).expect("valid");
+    let crate::StepKind::PgMigrate(m) = &plan.phases[0].steps[0].kind else { panic!("not pg.migrate") };
+    assert_eq!((m.dir.as_str(), m.to), ("git:../app.git#v1.4.0:db", Some(0)));
+    assert!(crate::runbook::runbook(&plan).contains("**down** to version 0"));
+}
+
+#[test]
+fn pg_migrate_mistakes_get_their_codes() {
+    let cases: &[(&str, &[&str])] = &[
+        ("", &[]),
+        ("to = 3\nlock_wait = \"1ms\"\n", &[]),
+        // Values the shape knows.
+        ("to = -1\n", &["range"]),
+        ("to = \"3\"\n", &["type"]),
+        ("lint = \"yes\"\n", &["type"]),
+        ("lock_wait = \"soon\"\n", &["duration"]),
+        ("direction = \"up\"\n", &["unknown-key"]),
+        // Timeouts above 0.
+        ("lock_wait = \"0s\"\n", &["migrate-timeout"]),
+        ("lock_timeout = \"0ms\"\nstatement_timeout = \"0s\"\n", &["migrate-timeout", "migrate-timeout"]),
+    ];
+    let mut failures = vec![];
+    for (extra, expect) in cases {
+        let got = migrate_codes(extra);
+        if got != *expect {
+            failures.push(format!("{extra:?}: expected {expect:?}, got {got:?} ({:#?})", errors(&migrate(extra))));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Without `dsn` and `dir`: both are required (no default DSN: a tenant's database is named on purpose).
+    let got = errors(&format!("{STEP}kind = \"pg.migrate\"\n"));
+    assert_eq!(
+        got,
+        ["7:1 missing-key: missing key `dsn` in step `s1`", "7:1 missing-key: missing key `dir` in step `s1`"]
+    );
+    // A DSN that reads an undeclared secret.
+    let got = errors(&format!("{STEP}kind = \"pg.migrate\"\ndsn = \"{{{{ secrets.pg }}}}\"\ndir = \"m\"\n"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("unknown-secret"), "{got:?}");
+    // A directory that names nothing, and a git source without its ref, at the value's position.
+    let with_dir =
+        |dir: &str| errors(&format!("{STEP}kind = \"pg.migrate\"\ndsn = \"{{{{ vars.dsn }}}}\"\ndir = \"{dir}\"\n"));
+    assert_eq!(with_dir(" "), ["11:8 migrate-dir: `dir` of pg.migrate step `s1` is empty: \" \""]);
+    assert_eq!(
+        with_dir("git:https://example.com/app.git"),
+        [
+            "11:8 migrate-dir: `dir` of pg.migrate step `s1` is a git source without a ref: \"git:https://example.com/app.git\""
+        ]
+    );
+    assert_eq!(with_dir("git:https://example.com/app.git#main"), Vec::<String>::new());
 }

@@ -555,6 +555,16 @@ pub fn classify(kind: &str, message: &str) -> String {
             "conversion error".into()
         };
     }
+    // A migration's lock_timeout or statement_timeout is the migration failing, not the step timing out.
+    if kind == "pg.migrate" && !m.contains("timed out after") {
+        return if m.contains("another migration holds the lock") {
+            "migration lock held".into()
+        } else if m.contains("lint found") {
+            "lint refused".into()
+        } else {
+            "migration failed".into()
+        };
+    }
     if m.contains("timed out") || m.contains("timeout") {
         return "timeout".into();
     }
@@ -1222,6 +1232,22 @@ mod tests {
             ),
             ("pg.bigint", "pg.bigint: verify: 3 row(s) of public.t differ", "verify mismatch"),
             ("pg.bigint", "pg.bigint: there is no table `x`", "conversion error"),
+            (
+                "pg.migrate",
+                "pg.migrate: up 4_orders failed: ERROR: canceling statement due to lock timeout; nothing of it was applied",
+                "migration failed",
+            ),
+            (
+                "pg.migrate",
+                "pg.migrate: another migration holds the lock on database t3: pid 42 (…); waited 30s. Try again",
+                "migration lock held",
+            ),
+            (
+                "pg.migrate",
+                "pg.migrate: lint found 1 error(s) in the pending migrations, so none was applied",
+                "lint refused",
+            ),
+            ("pg.migrate", "timed out after 10m", "timeout"),
             ("pg.verify", "verify found 2 difference(s)", "verify mismatch"),
             ("exec", "timed out after 500ms", "timeout"),
             ("pg.copy", "timed out after 1h", "timeout"),

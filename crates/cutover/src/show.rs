@@ -246,6 +246,16 @@ fn describe(
                 cutover_plan::duration::format(x.lock_timeout)
             )
         }
+        StepKind::PgMigrate(x) => {
+            let to = match x.to {
+                Some(v) => format!("to version {v}"),
+                None => "up to the newest".into(),
+            };
+            let lint = if x.lint { ", lint errors refuse" } else { "" };
+            // A token in a git URL is not shown (git's credential helper is the better place for it).
+            let dir = cutover_migrate::source::hide_userinfo(&x.dir);
+            format!("pg.migrate: apply {dir} to {} ({to}{lint})", cutover_pg_describe(&render(&x.dsn, ctx, r)))
+        }
         StepKind::PgPreflight(x) => format!(
             "pg.preflight: {} for PostgreSQL {}",
             cutover_pg_describe(&render(&x.dsn, ctx, r)),

@@ -8,6 +8,7 @@ mod http;
 mod pg_backup;
 mod pg_bigint;
 mod pg_copy;
+mod pg_migrate;
 mod pg_preflight;
 mod pg_verify;
 mod sql;
@@ -163,6 +164,7 @@ pub fn execute<'a>(
             StepKind::PgBackup(s) => pg_backup::run_backup(s, ctx).await,
             StepKind::PgRestore(s) => pg_backup::run_restore(s, ctx).await,
             StepKind::PgBigint(s) => pg_bigint::run(s, ctx).await,
+            StepKind::PgMigrate(s) => pg_migrate::run(s, ctx).await,
             StepKind::Block(_) => Err(StepError::Failed("a block is run by the runner, not as one step".into())),
         }
     })

@@ -71,7 +71,8 @@ fn schema_is_json_schema_and_plan_executes_nothing() {
             "pg.verify",
             "pg.backup",
             "pg.restore",
-            "pg.bigint"
+            "pg.bigint",
+            "pg.migrate"
         ]
     );
     assert_eq!(kinds("check"), ["http", "sql", "tcp", "command", "prometheus", "log", "manual"]);

@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod demo;
 mod fleet;
+mod fleet_migrate;
 mod gates;
 mod lifecycle;
 mod migrate;
