@@ -1,0 +1,2 @@
+DROP TABLE app.sessions;
+DROP TABLE app.users;

@@ -1,0 +1,1 @@
+DROP INDEX app.orders_created_at_user_idx;
