@@ -310,7 +310,10 @@ async fn apply_locked(
     client.batch_execute(SETUP).await.map_err(MigrateError::db)?;
     let golang = golang_table(client).await?;
     let mut applied = read_applied(client).await?;
+    // force is how a dirty golang-migrate database is put right: it records
+    // the version itself, so there is nothing to adopt first.
     if applied.is_empty()
+        && !matches!(cmd, Command::Force(_))
         && let Some(table) = &golang
         && let Some(v) = adopt(client, source, table, opts).await?
     {

@@ -82,7 +82,11 @@ async fn migrate_inner(a: &MigrateArgs, out: Output, redactor: &Redactor) -> any
             if transactional { "" } else { " (outside a transaction)" }
         ),
         Event::Done { label, direction, duration, .. } if text => {
-            println!("{} {label} ({} ms)", if direction == "up" { "applied" } else { "rolled back" }, duration.as_millis())
+            println!(
+                "{} {label} ({} ms)",
+                if direction == "up" { "applied" } else { "rolled back" },
+                duration.as_millis()
+            )
         }
         _ => {}
     };
@@ -254,25 +258,30 @@ async fn validate(
         }
     }
     for name in &source.skipped {
-        problems.push((Severity::Warning, format!("{name} is not named like a migration ({{version}}_{{title}}.up.sql); skipped")));
+        problems.push((
+            Severity::Warning,
+            format!("{name} is not named like a migration ({{version}}_{{title}}.up.sql); skipped"),
+        ));
     }
     if let Some(client) = client {
         let s = run::status(client, source).await.map_err(|e| failed(e.to_string()))?;
         if let Some(g) = s.golang_migrate.as_ref().filter(|g| g.dirty) {
-            problems.push((Severity::Error, format!("golang-migrate left the database dirty at version {}", g.version)));
+            problems
+                .push((Severity::Error, format!("golang-migrate left the database dirty at version {}", g.version)));
         }
         for f in &s.files {
             let label = format!("{}_{}", f.version, f.title);
             match f.state {
-                "changed" if !opts.allow_changed => {
-                    problems.push((Severity::Error, format!("{label} was edited after it was applied (checksum differs)")))
-                }
+                "changed" if !opts.allow_changed => problems
+                    .push((Severity::Error, format!("{label} was edited after it was applied (checksum differs)"))),
                 "out-of-order" if !opts.allow_out_of_order => problems.push((
                     Severity::Error,
                     format!("{label} is older than the current version but not applied (out of order)"),
                 )),
                 "missing" => problems.push((Severity::Warning, format!("{label} is applied but has no file"))),
-                "partial" => problems.push((Severity::Error, format!("{label} stopped part-way outside a transaction"))),
+                "partial" => {
+                    problems.push((Severity::Error, format!("{label} stopped part-way outside a transaction")))
+                }
                 _ => {}
             }
         }

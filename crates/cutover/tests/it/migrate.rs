@@ -118,7 +118,10 @@ fn a_golang_migrate_directory_goes_up_shows_its_status_comes_down_and_goes_to_a_
     assert!(out.contains("rolled back 4_index_orders_user") && out.contains("rolled back 3_add_users_name"), "{out}");
     assert_eq!(version(&w, &dsn, &dir), "2");
     assert_eq!(sql(&db, "SELECT to_regclass('orders_user_idx') IS NULL"), "t");
-    assert_eq!(sql(&db, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'name'"), "0");
+    assert_eq!(
+        sql(&db, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'name'"),
+        "0"
+    );
     let status = w.json(&["migrate", "--dsn", &dsn, "--dir", &dir, "status"]);
     assert_eq!(state_of(&status, 3), "pending", "{status}");
 
@@ -135,12 +138,18 @@ fn a_golang_migrate_directory_goes_up_shows_its_status_comes_down_and_goes_to_a_
     assert_eq!(h.len(), 5 + 1 + 2 + 2, "{h:?}");
     assert!(h.iter().all(|a| a["success"] == true && a["ran_by"].as_str().is_some_and(|r| r.contains("(pid "))));
     assert_eq!(h.iter().filter(|a| a["direction"] == "down").count(), 3);
-    assert_eq!(sql(&db, "SELECT count(*) FROM cutover.migration_history WHERE checksum IS NULL OR duration_ms IS NULL"), "0");
+    assert_eq!(
+        sql(&db, "SELECT count(*) FROM cutover.migration_history WHERE checksum IS NULL OR duration_ms IS NULL"),
+        "0"
+    );
 
     // create: the next zero-padded version.
     let o = w.run(&["migrate", "--dir", &dir, "create", "add", "orders", "total"]);
     let out = ok(&o);
-    assert!(out.contains("000006_add_orders_total.up.sql") && out.contains("000006_add_orders_total.down.sql"), "{out}");
+    assert!(
+        out.contains("000006_add_orders_total.up.sql") && out.contains("000006_add_orders_total.down.sql"),
+        "{out}"
+    );
     // validate: the directory parses; the README is only a warning.
     let out = ok(&m(&["validate"]));
     assert!(out.contains("0 error(s)") && out.contains("README.md is not named like a migration"), "{out}");
@@ -238,7 +247,10 @@ fn a_database_left_by_golang_migrate_is_adopted_and_only_later_files_run() {
         sql(&db, "SELECT string_agg(version || ':' || state, ',' ORDER BY version) FROM cutover.schema_migrations"),
         "1:adopted,2:adopted,3:adopted,4:applied,5:applied"
     );
-    assert_eq!(sql(&db, "SELECT count(*) FROM cutover.migration_history WHERE direction = 'adopt' AND version = 3"), "1");
+    assert_eq!(
+        sql(&db, "SELECT count(*) FROM cutover.migration_history WHERE direction = 'adopt' AND version = 3"),
+        "1"
+    );
 
     // Left dirty by golang-migrate: refused, and force is the way out.
     let (db2, dsn2) = fresh_db("migrate_dirty");
@@ -256,7 +268,15 @@ fn a_database_left_by_golang_migrate_is_adopted_and_only_later_files_run() {
 
     // baseline: a database built by hand, adopted at 2.
     let (db3, dsn3) = fresh_db("migrate_baseline");
-    shared(15).psql(&db3, &format!("{}{}", SHOP[0].1, "CREATE TABLE orders (id serial PRIMARY KEY, user_id int NOT NULL REFERENCES users);")).expect("schema");
+    shared(15)
+        .psql(
+            &db3,
+            &format!(
+                "{}{}",
+                SHOP[0].1, "CREATE TABLE orders (id serial PRIMARY KEY, user_id int NOT NULL REFERENCES users);"
+            ),
+        )
+        .expect("schema");
     ok(&w.run(&["migrate", "--dsn", &dsn3, "--dir", &dir, "baseline", "2"]));
     let out = ok(&w.run(&["migrate", "--dsn", &dsn3, "--dir", &dir, "up", "1"]));
     assert!(out.contains("applied 3_add_users_name") && !out.contains("4_"), "{out}");
@@ -273,7 +293,10 @@ fn a_failing_migration_leaves_nothing_and_a_failing_no_transaction_one_says_what
         &dir,
         &[
             ("1_base.up.sql", "CREATE TABLE base (id int PRIMARY KEY);\n"),
-            ("2_half.up.sql", "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\nINSERT INTO nosuch VALUES (1);\n"),
+            (
+                "2_half.up.sql",
+                "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\nINSERT INTO nosuch VALUES (1);\n",
+            ),
         ],
     );
     let dir = dir.display().to_string();
@@ -289,15 +312,24 @@ fn a_failing_migration_leaves_nothing_and_a_failing_no_transaction_one_says_what
     assert_eq!(sql(&db, "SELECT to_regclass('half') IS NULL"), "t", "the transaction rolled back");
     assert_eq!(version(&w, &dsn, &dir), "1", "no dirty state");
     assert_eq!(
-        sql(&db, "SELECT success || ' ' || (error LIKE '%relation \"nosuch\" does not exist%') FROM cutover.migration_history WHERE version = 2"),
+        sql(
+            &db,
+            "SELECT success || ' ' || (error LIKE '%relation \"nosuch\" does not exist%') FROM cutover.migration_history WHERE version = 2"
+        ),
         "false true"
     );
     // Fixed, it goes through; the failed attempt stays in the history.
-    std::fs::write(Path::new(&dir).join("2_half.up.sql"), "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\n")
-        .expect("fix");
+    std::fs::write(
+        Path::new(&dir).join("2_half.up.sql"),
+        "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\n",
+    )
+    .expect("fix");
     ok(&w.run(&["migrate", "--dsn", &dsn, "--dir", &dir, "up"]));
     assert_eq!(sql(&db, "SELECT count(*) FROM half"), "1");
-    assert_eq!(sql(&db, "SELECT string_agg(success::text, ',' ORDER BY id) FROM cutover.migration_history WHERE version = 2"), "false,true");
+    assert_eq!(
+        sql(&db, "SELECT string_agg(success::text, ',' ORDER BY id) FROM cutover.migration_history WHERE version = 2"),
+        "false,true"
+    );
 
     // Outside a transaction, the second statement fails and leaves an invalid index.
     std::fs::write(
@@ -319,7 +351,10 @@ fn a_failing_migration_leaves_nothing_and_a_failing_no_transaction_one_says_what
     }
     assert_eq!(version(&w, &dsn, &dir), "3 (partial)");
     assert_eq!(
-        sql(&db, "SELECT statements_run || '/' || statements_total || ' ' || success FROM cutover.migration_history WHERE version = 3"),
+        sql(
+            &db,
+            "SELECT statements_run || '/' || statements_total || ' ' || success FROM cutover.migration_history WHERE version = 3"
+        ),
         "1/2 false"
     );
     let o = w.run(&["migrate", "--dsn", &dsn, "--dir", &dir, "up"]);
@@ -366,7 +401,10 @@ fn two_runners_at_once_one_applies_the_other_waits_then_names_the_holder() {
     let o = w.run(&["migrate", "--dsn", &dsn, "--dir", &dir, "--lock-wait", "1s", "up"]);
     assert_eq!(code(&o), 1);
     let err = text(&o.stderr);
-    assert!(err.contains(&format!("another migration holds the lock on database {db}: pid {pid} (cutover migrate")), "{err}");
+    assert!(
+        err.contains(&format!("another migration holds the lock on database {db}: pid {pid} (cutover migrate")),
+        "{err}"
+    );
     assert!(err.contains("waited 1s") && err.contains(&format!("pg_terminate_backend({pid})")), "{err}");
     assert_eq!(wait_exit(&mut first, 60), 0);
     assert_eq!(wait_exit(&mut patient, 60), 0);
@@ -398,13 +436,7 @@ fn a_dsn_from_a_command_secret_never_shows_in_output_history_or_errors() {
     let dir = dir.display().to_string();
     let reference = "command:cat dsn.txt";
     let mut seen = String::new();
-    for args in [
-        vec!["up"],
-        vec!["status"],
-        vec!["history"],
-        vec!["version"],
-        vec!["--output", "json", "history"],
-    ] {
+    for args in [vec!["up"], vec!["status"], vec!["history"], vec!["version"], vec!["--output", "json", "history"]] {
         let mut a = vec!["migrate", "--dsn", reference, "--dir", &dir];
         a.extend(args);
         let o = w.run(&a);
@@ -425,7 +457,10 @@ fn a_dsn_from_a_command_secret_never_shows_in_output_history_or_errors() {
     assert!(err.contains("its command failed"), "{err}");
     seen.push_str(&err);
     assert!(!seen.contains(PW), "the secret leaked:\n{seen}");
-    let stored = sql(&db, "SELECT string_agg(concat_ws(' ', error, ran_by, source, db_user), E'\\n') FROM cutover.migration_history");
+    let stored = sql(
+        &db,
+        "SELECT string_agg(concat_ws(' ', error, ran_by, source, db_user), E'\\n') FROM cutover.migration_history",
+    );
     assert!(stored.contains("[redacted]") && !stored.contains(PW), "{stored}");
 }
 
@@ -459,10 +494,12 @@ fn a_git_source_is_checked_out_at_its_ref() {
     let source = format!("git:{}#v1:db/migrations", repo.display());
     let out = ok(&w.run(&["migrate", "--dsn", &dsn, "--dir", &source, "up"]));
     assert!(out.contains("applied 2_create_orders") && !out.contains("3_add_users_name"), "{out}");
-    let out = ok(&w.run(&["migrate", "--dsn", &dsn, "--dir", &format!("git:{}#main:db/migrations", repo.display()), "up"]));
+    let out =
+        ok(&w.run(&["migrate", "--dsn", &dsn, "--dir", &format!("git:{}#main:db/migrations", repo.display()), "up"]));
     assert!(out.contains("applied 3_add_users_name"), "{out}");
     assert!(
-        sql(&db, "SELECT source FROM cutover.migration_history WHERE version = 3").contains("#main:db/migrations (commit "),
+        sql(&db, "SELECT source FROM cutover.migration_history WHERE version = 3")
+            .contains("#main:db/migrations (commit "),
         "the history says which commit"
     );
     let o = w.run(&["migrate", "--dsn", &dsn, "--dir", &format!("git:{}#nosuch:db", repo.display()), "up"]);
@@ -477,7 +514,10 @@ fn lint_from_the_command_line_exits_one_on_errors_and_lints_only_pending_files_w
     write_dir(
         &dir,
         &[
-            ("1_users.up.sql", "CREATE TABLE users (id bigint PRIMARY KEY, email text);\nCREATE INDEX users_email ON users (email);\n"),
+            (
+                "1_users.up.sql",
+                "CREATE TABLE users (id bigint PRIMARY KEY, email text);\nCREATE INDEX users_email ON users (email);\n",
+            ),
             ("2_index.up.sql", "CREATE INDEX users_email2 ON users (email);\n"),
         ],
     );
