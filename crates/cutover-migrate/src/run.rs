@@ -128,6 +128,9 @@ pub struct Options {
     pub ran_by: String,
     /// Hides secrets in every text stored or returned.
     pub redact: Box<dyn Fn(&str) -> String + Send + Sync>,
+    /// While it holds `true`, the next migration waits (a plan's pause_when);
+    /// the lock stays held, so nobody else starts in between.
+    pub hold: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Options {
@@ -140,6 +143,7 @@ impl Options {
             allow_changed: false,
             ran_by,
             redact: Box::new(|s| s.to_string()),
+            hold: None,
         }
     }
 }
@@ -334,6 +338,14 @@ async fn apply_locked(
     for (i, (m, direction)) in plan.into_iter().enumerate() {
         let file = if direction == "up" { m.up.as_ref() } else { m.down.as_ref() };
         let Some(file) = file else { continue };
+        if let Some(rx) = &opts.hold
+            && *rx.borrow()
+        {
+            on(Event::Notice(format!("holding before {} while the plan's pause_when holds", m.label())));
+            let mut rx = rx.clone();
+            // A closed channel means nobody can hold us any more: go on.
+            let _ = rx.wait_for(|held| !*held).await;
+        }
         on(Event::Start { index: i + 1, total, label: m.label(), direction, transactional: file.transactional });
         let t0 = Instant::now();
         run_one(client, source, m, file, direction, golang.as_deref(), opts).await?;

@@ -37,6 +37,8 @@ pub async fn run(s: &PgMigrateStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepEr
     opts.allow_changed = s.allow_changed;
     let redactor = ctx.redactor.clone();
     opts.redact = Box::new(move |t| redactor.redact(t));
+    // The phase's pause_when holds the next migration (not one in flight).
+    opts.hold = ctx.throttle.as_ref().map(|t| t.rx.clone());
     let cmd = match s.to {
         Some(v) => Command::Goto(v),
         None => Command::Up(None),

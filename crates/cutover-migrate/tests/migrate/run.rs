@@ -1,0 +1,112 @@
+//! The runner as a library, on real PostgreSQL 15: what the command line
+//! cannot show directly (a hold between migrations, the events in order, a
+//! killed no-transaction attempt seen by the next run).
+
+use cutover_migrate::run::{self, Command, Event, Options};
+use cutover_migrate::source::Source;
+use cutover_testkit::{shared, unique_db_name};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+fn dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tmp");
+    for (n, s) in files {
+        std::fs::write(d.path().join(n), s).expect("write");
+    }
+    d
+}
+
+#[test]
+fn a_hold_stops_the_next_migration_until_released_with_the_lock_kept() {
+    let db = unique_db_name("migrate_hold");
+    let dsn = shared(15).create_database(&db).expect("db");
+    let d = dir(&[("1_a.up.sql", "CREATE TABLE a (id int);"), ("2_b.up.sql", "CREATE TABLE b (id int);")]);
+    let source = Source::open(&d.path().display().to_string()).expect("source");
+    rt().block_on(async {
+        let client = cutover_pg::connect(&dsn, Duration::from_secs(10)).await.expect("connect");
+        let probe = cutover_pg::connect(&dsn, Duration::from_secs(10)).await.expect("connect");
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        let mut opts = Options::new("test".into());
+        opts.hold = Some(rx);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let on = move |e: Event| seen.lock().expect("events").push(format!("{e:?}"));
+        let apply = run::apply(&client, &source, Command::Up(None), &opts, &on);
+        let check = async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let none: bool = probe
+                .query_one("SELECT to_regclass('a') IS NULL AND to_regclass('b') IS NULL", &[])
+                .await
+                .expect("probe")
+                .get(0);
+            assert!(none, "nothing runs while held");
+            let locked: i64 = probe
+                .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted", &[])
+                .await
+                .expect("locks")
+                .get(0);
+            assert_eq!(locked, 1, "the migration lock stays held while waiting");
+            tx.send(false).expect("release");
+        };
+        let (outcome, ()) = tokio::join!(apply, check);
+        let outcome = outcome.expect("apply");
+        assert_eq!(outcome.applied.len(), 2);
+        assert_eq!(outcome.after, Some(2));
+        let events = events.lock().expect("events").clone();
+        assert!(events[0].contains("holding before 1_a while the plan's pause_when holds"), "{events:?}");
+        assert!(events[1].starts_with("Start") && events.last().is_some_and(|e| e.starts_with("Done")), "{events:?}");
+    });
+}
+
+/// A no-transaction attempt killed part-way (its connection ended) is seen by
+/// the next run as partial, and the history shows an attempt that never finished.
+#[test]
+fn a_no_transaction_attempt_cut_off_part_way_stops_the_next_run() {
+    let db = unique_db_name("migrate_cut");
+    let dsn = shared(15).create_database(&db).expect("db");
+    let d = dir(&[(
+        "1_slow.up.sql",
+        "-- cutover:no-transaction\nCREATE TABLE s (id int);\nSELECT pg_sleep(30);\nCREATE INDEX CONCURRENTLY s_id ON s (id);\n",
+    )]);
+    let source = Source::open(&d.path().display().to_string()).expect("source");
+    rt().block_on(async {
+        let client = cutover_pg::connect(&dsn, Duration::from_secs(10)).await.expect("connect");
+        let killer = cutover_pg::connect(&dsn, Duration::from_secs(10)).await.expect("connect");
+        let opts = Options::new("test".into());
+        let apply = run::apply(&client, &source, Command::Up(None), &opts, &|_| {});
+        let kill = async {
+            // Wait for the sleep, then end that backend as a crash would.
+            for _ in 0..100 {
+                let n = killer
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'",
+                        &[],
+                    )
+                    .await
+                    .expect("terminate");
+                if n > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the sleep never started");
+        };
+        let (r, ()) = tokio::join!(apply, kill);
+        assert!(r.is_err(), "the attempt was cut off");
+        let again = cutover_pg::connect(&dsn, Duration::from_secs(10)).await.expect("connect");
+        let e = run::apply(&again, &source, Command::Up(None), &opts, &|_| {}).await.expect_err("refused");
+        assert!(e.to_string().contains("1_slow stopped part-way outside a transaction"), "{e}");
+        let s = run::status(&again, &source).await.expect("status");
+        assert!(s.partial && s.files[0].state == "partial", "{s:?}");
+        let h = run::history(&again, 10).await.expect("history");
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].success, None, "an attempt that never finished: {:?}", h[0]);
+        assert_eq!(h[0].statements_run, Some(1), "{:?}", h[0]);
+        let exists: bool = again.query_one("SELECT to_regclass('s') IS NOT NULL", &[]).await.expect("q").get(0);
+        assert!(exists, "the first statement stays applied");
+    });
+}
