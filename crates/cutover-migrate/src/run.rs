@@ -218,7 +218,7 @@ pub async fn apply(
     opts: &Options,
     on: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<Outcome, MigrateError> {
-    client.batch_execute("SET application_name = 'cutover migrate'").await.map_err(MigrateError::db)?;
+    exec(client, "SET application_name = 'cutover migrate'").await?;
     lock(client, opts, on).await?;
     let r = apply_locked(client, source, cmd, opts, on).await;
     if r.is_err() {
@@ -255,9 +255,9 @@ async fn lock(client: &Client, opts: &Options, on: &(dyn Fn(Event) + Send + Sync
     // A blocking wait bounded by lock_timeout queues fairly behind the holder
     // and answers as soon as it lets go, without polling.
     let ms = opts.lock_wait.as_millis().max(1);
-    client.batch_execute(&format!("SET lock_timeout = {ms}")).await.map_err(MigrateError::db)?;
+    exec(client, &format!("SET lock_timeout = {ms}")).await?;
     let r = client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await;
-    client.batch_execute("RESET lock_timeout").await.map_err(MigrateError::db)?;
+    exec(client, "RESET lock_timeout").await?;
     match r {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
@@ -311,7 +311,7 @@ async fn apply_locked(
     opts: &Options,
     on: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<Outcome, MigrateError> {
-    client.batch_execute(SETUP).await.map_err(MigrateError::db)?;
+    exec(client, SETUP).await?;
     let golang = golang_table(client).await?;
     let mut applied = read_applied(client).await?;
     // force is how a dirty golang-migrate database is put right: it records
@@ -525,10 +525,10 @@ async fn adopt(client: &Client, source: &Source, table: &str, opts: &Options) ->
     if v == 0 {
         return Ok(None);
     }
-    let tx = client.transaction_raw().await?;
+    exec(client, "BEGIN").await?;
     mark_upto(client, source, v, "adopted", opts).await?;
     history_mark(client, v, title_of(source, v), "adopt", opts, &source.label).await?;
-    tx.commit(client).await?;
+    exec(client, "COMMIT").await?;
     Ok(Some(v))
 }
 
@@ -587,7 +587,7 @@ async fn force(
             source.label
         )));
     }
-    let tx = client.transaction_raw().await?;
+    exec(client, "BEGIN").await?;
     client
         .execute("DELETE FROM cutover.schema_migrations WHERE version > $1 OR state = 'partial'", &[&(v as i64)])
         .await
@@ -595,7 +595,7 @@ async fn force(
     mark_upto(client, source, v, "forced", opts).await?;
     history_mark(client, v, title_of(source, v), "force", opts, &source.label).await?;
     sync_golang(client, golang, (v > 0).then_some(v), false).await?;
-    tx.commit(client).await?;
+    exec(client, "COMMIT").await?;
     on(Event::Notice(format!("forced to version {v}: recorded as the current version, nothing was run")));
     Ok(Outcome { applied: Vec::new(), before: current(applied), after: (v > 0).then_some(v) })
 }
@@ -616,11 +616,11 @@ async fn baseline(
     if source.get(v).is_none() {
         return Err(MigrateError::Refused(format!("there is no migration {v} in {}", source.label)));
     }
-    let tx = client.transaction_raw().await?;
+    exec(client, "BEGIN").await?;
     mark_upto(client, source, v, "baseline", opts).await?;
     history_mark(client, v, title_of(source, v), "baseline", opts, &source.label).await?;
     sync_golang(client, golang, Some(v), false).await?;
-    tx.commit(client).await?;
+    exec(client, "COMMIT").await?;
     Ok(Outcome { applied: Vec::new(), before: None, after: Some(v) })
 }
 
@@ -638,25 +638,9 @@ async fn sync_golang(client: &Client, table: Option<&str>, v: Option<u64>, dirty
     Ok(())
 }
 
-/// An explicit transaction on a plain client (tokio-postgres' `Transaction`
-/// needs `&mut Client`; the runner shares one `&Client` throughout).
-struct Tx;
-
-trait TxExt {
-    async fn transaction_raw(&self) -> Result<Tx, MigrateError>;
-}
-
-impl TxExt for Client {
-    async fn transaction_raw(&self) -> Result<Tx, MigrateError> {
-        self.batch_execute("BEGIN").await.map_err(MigrateError::db)?;
-        Ok(Tx)
-    }
-}
-
-impl Tx {
-    async fn commit(self, client: &Client) -> Result<(), MigrateError> {
-        client.batch_execute("COMMIT").await.map_err(MigrateError::db)
-    }
+/// Runs statements that return nothing (BEGIN, COMMIT, SET).
+async fn exec(client: &Client, sql: &str) -> Result<(), MigrateError> {
+    client.batch_execute(sql).await.map_err(MigrateError::db)
 }
 
 /// What part of a transactional file to run: the file's own `BEGIN; … COMMIT;`
@@ -798,7 +782,7 @@ async fn run_one(
         sync_golang(client, golang, top_after, false).await
     };
     if file.transactional {
-        client.batch_execute("BEGIN").await.map_err(MigrateError::db)?;
+        exec(client, "BEGIN").await?;
         let r = async {
             set_timeouts(client, opts, true).await.map_err(|e| (String::new(), e.to_string()))?;
             client.batch_execute(text).await.map_err(|e| (failure_at(&e, file, offset, text), db_message(&e)))?;
@@ -825,7 +809,7 @@ async fn run_one(
     }
     // Outside a transaction: marked partial first, so a failure or a kill
     // part-way is seen by the next run.
-    client.batch_execute("BEGIN").await.map_err(MigrateError::db)?;
+    exec(client, "BEGIN").await?;
     client
         .execute(
             "INSERT INTO cutover.schema_migrations (version, title, checksum, state, applied_by)
@@ -836,7 +820,7 @@ async fn run_one(
         .await
         .map_err(MigrateError::db)?;
     sync_golang(client, golang, Some(m.version), true).await?;
-    client.batch_execute("COMMIT").await.map_err(MigrateError::db)?;
+    exec(client, "COMMIT").await?;
     set_timeouts(client, opts, false).await?;
     for (i, stmt) in statements.iter().enumerate() {
         if let Err(e) = client.batch_execute(stmt).await {
@@ -853,11 +837,11 @@ async fn run_one(
             .await
             .map_err(MigrateError::db)?;
     }
-    client.batch_execute("RESET lock_timeout; RESET statement_timeout").await.map_err(MigrateError::db)?;
-    client.batch_execute("BEGIN").await.map_err(MigrateError::db)?;
+    exec(client, "RESET lock_timeout; RESET statement_timeout").await?;
+    exec(client, "BEGIN").await?;
     let top = after_version(client, m.version, direction).await?;
     record(top).await?;
-    client.batch_execute("COMMIT").await.map_err(MigrateError::db)?;
+    exec(client, "COMMIT").await?;
     Ok(())
 }
 
@@ -888,7 +872,7 @@ async fn set_timeouts(client: &Client, opts: &Options, local: bool) -> Result<()
     if sql.is_empty() {
         return Ok(());
     }
-    client.batch_execute(&sql).await.map_err(MigrateError::db)
+    exec(client, &sql).await
 }
 
 /// What a no-transaction file left: the statements that ran, and any invalid
