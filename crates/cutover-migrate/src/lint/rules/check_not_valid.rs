@@ -3,12 +3,10 @@
 
 use pg_query::protobuf::{AlterTableType, ConstrType};
 
-use super::foreign_key_not_valid::{not_valid_then_validate, validated_in_adding_transaction};
-use super::{
-    ACCESS_EXCLUSIVE, BLOCKS_ALL, Hit, Stmt, alter_cmds, column_constraints, column_def, constraint_def, existing_alter,
-};
+use super::common::{added_valid, not_valid_then_validate, shown_name, validated_in_adding_transaction};
+use super::{ACCESS_EXCLUSIVE, BLOCKS_ALL, Hit, Stmt, alter_cmds, column_constraints, column_def, existing_alter};
 use crate::lint::context::Cx;
-use crate::lint::names::{Table, quoted};
+use crate::lint::names::quoted;
 use crate::lint::{Rule, Severity};
 
 pub(crate) const RULE: Rule = Rule {
@@ -22,17 +20,12 @@ pub(crate) const RULE: Rule = Rule {
 };
 
 pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
-    let Some(alter) = existing_alter(cx, stmt) else { return };
-    let Some(rv) = &alter.relation else { return };
-    let table = Table::of(rv);
+    let Some((alter, table)) = existing_alter(cx, stmt) else { return };
     for cmd in alter_cmds(alter) {
         match cmd.subtype() {
             AlterTableType::AtAddConstraint => {
-                let Some(c) = constraint_def(cmd) else { continue };
-                if c.contype() != ConstrType::ConstrCheck || c.skip_validation {
-                    continue;
-                }
-                let name = if c.conname.is_empty() { String::new() } else { format!(" {}", quoted(&c.conname)) };
+                let Some(c) = added_valid(cmd, ConstrType::ConstrCheck) else { continue };
+                let name = shown_name(c);
                 let message = format!(
                     "ADD CONSTRAINT{name} CHECK on {table} scans every row while holding {ACCESS_EXCLUSIVE} on \
                      {table} ({BLOCKS_ALL})"
@@ -60,7 +53,7 @@ pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
             _ => {}
         }
     }
-    validated_in_adding_transaction(cx, alter, ConstrType::ConstrCheck, "ACCESS EXCLUSIVE", out, &RULE);
+    validated_in_adding_transaction(cx, alter, &table, ConstrType::ConstrCheck, "ACCESS EXCLUSIVE", out, &RULE);
 }
 
 #[cfg(test)]

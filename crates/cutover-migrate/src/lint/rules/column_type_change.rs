@@ -10,7 +10,7 @@ use pg_query::protobuf::AlterTableType;
 
 use super::{ACCESS_EXCLUSIVE, BLOCKS_ALL, Hit, Stmt, alter_cmds, column_def, existing_alter};
 use crate::lint::context::Cx;
-use crate::lint::names::{Table, base_type, quoted, shell_arg, type_sql};
+use crate::lint::names::{base_type, quoted, shell_arg, type_sql};
 use crate::lint::{Rule, Severity};
 
 pub(crate) const RULE: Rule = Rule {
@@ -25,9 +25,7 @@ pub(crate) const RULE: Rule = Rule {
 };
 
 pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
-    let Some(alter) = existing_alter(cx, stmt) else { return };
-    let Some(rv) = &alter.relation else { return };
-    let table = Table::of(rv);
+    let Some((alter, table)) = existing_alter(cx, stmt) else { return };
     for cmd in alter_cmds(alter).filter(|c| c.subtype() == AlterTableType::AtAlterColumnType) {
         let Some(def) = column_def(cmd) else { continue };
         let Some(new_type) = &def.type_name else { continue };

@@ -57,9 +57,7 @@ pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
             out.push(Hit::new(&RULE, message, ALTERNATIVE.to_owned()));
         }
         NodeEnum::AlterTableStmt(_) => {
-            let Some(alter) = existing_alter(cx, stmt) else { return };
-            let Some(rv) = &alter.relation else { return };
-            let table = Table::of(rv);
+            let Some((alter, table)) = existing_alter(cx, stmt) else { return };
             for cmd in alter_cmds(alter).filter(|c| c.subtype() == AlterTableType::AtDropColumn) {
                 let cascade = if cmd.behavior() == DropBehavior::DropCascade {
                     " (CASCADE also drops the indexes, constraints and views that use it)"

@@ -2,11 +2,12 @@
 //! without `NOT VALID`, or validated in the transaction that added it.
 
 use pg_query::NodeEnum;
-use pg_query::protobuf::{AlterTableCmd, AlterTableStmt, AlterTableType, ConstrType, Constraint, DropBehavior, Node};
+use pg_query::protobuf::{AlterTableCmd, AlterTableType, ConstrType, Node};
 
-use super::{Hit, Stmt, alter_cmds, column_constraints, column_def, constraint_def, existing_alter, sql_of};
+use super::common::{added_valid, not_valid_then_validate, shown_name, validated_in_adding_transaction, with_cmds};
+use super::{Hit, Stmt, alter_cmds, column_constraints, column_def, existing_alter, sql_of};
 use crate::lint::context::Cx;
-use crate::lint::names::{Table, ident, quoted, strings};
+use crate::lint::names::{Table, quoted, strings};
 use crate::lint::{Rule, Severity};
 
 pub(crate) const RULE: Rule = Rule {
@@ -20,19 +21,14 @@ pub(crate) const RULE: Rule = Rule {
 };
 
 pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
-    let Some(alter) = existing_alter(cx, stmt) else { return };
-    let Some(rv) = &alter.relation else { return };
-    let table = Table::of(rv);
+    let Some((alter, table)) = existing_alter(cx, stmt) else { return };
     for cmd in alter_cmds(alter) {
         match cmd.subtype() {
             AlterTableType::AtAddConstraint => {
-                let Some(c) = constraint_def(cmd) else { continue };
-                if c.contype() != ConstrType::ConstrForeign || c.skip_validation {
-                    continue;
-                }
+                let Some(c) = added_valid(cmd, ConstrType::ConstrForeign) else { continue };
                 let referenced = c.pktable.as_ref().map(Table::of).map(|t| t.to_string()).unwrap_or_default();
                 let cols = strings(&c.fk_attrs);
-                let name = if c.conname.is_empty() { String::new() } else { format!(" {}", quoted(&c.conname)) };
+                let name = shown_name(c);
                 let message = format!(
                     "ADD CONSTRAINT{name} FOREIGN KEY ({}) REFERENCES {referenced} on {table} checks every row of \
                      {table} while holding SHARE ROW EXCLUSIVE locks on {table} and {referenced} (blocks their \
@@ -77,55 +73,12 @@ pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
     validated_in_adding_transaction(
         cx,
         alter,
+        &table,
         ConstrType::ConstrForeign,
         "SHARE ROW EXCLUSIVE on both tables",
         out,
         &RULE,
     );
-}
-
-/// `ALTER TABLE t ADD CONSTRAINT c … NOT VALID; then … VALIDATE CONSTRAINT c`
-/// for this constraint, named as PostgreSQL would name it when it has no
-/// name (the VALIDATE needs one).
-pub(super) fn not_valid_then_validate(
-    alter: &AlterTableStmt,
-    c: &Constraint,
-    table: &Table,
-    cols: &[String],
-) -> String {
-    let mut c = c.clone();
-    if c.conname.is_empty() {
-        c.conname = match c.contype() {
-            ConstrType::ConstrForeign => table.derived(&format!("{}_fkey", cols.join("_"))),
-            _ => match cols.first() {
-                Some(col) => table.derived(&format!("{col}_check")),
-                None => table.derived("check"),
-            },
-        };
-    }
-    c.skip_validation = true;
-    c.initially_valid = false;
-    let name = ident(&c.conname);
-    let cmd = AlterTableCmd {
-        subtype: AlterTableType::AtAddConstraint.into(),
-        // Every enum field must hold a real value: libpg_query asserts on the
-        // protobuf's 0 ("undefined") when it deparses.
-        behavior: DropBehavior::DropRestrict.into(),
-        def: Some(Box::new(Node { node: Some(NodeEnum::Constraint(Box::new(c))) })),
-        ..Default::default()
-    };
-    let add = sql_of(with_cmds(alter, vec![cmd]))
-        .unwrap_or_else(|| format!("ALTER TABLE {table} ADD CONSTRAINT {name} … NOT VALID"));
-    format!(
-        "{add}; then, in a later migration, ALTER TABLE {table} VALIDATE CONSTRAINT {name}; (the validation takes a \
-         SHARE UPDATE EXCLUSIVE lock: reads and writes go on)"
-    )
-}
-
-/// The same `ALTER TABLE` with other commands.
-pub(super) fn with_cmds(alter: &AlterTableStmt, cmds: Vec<AlterTableCmd>) -> NodeEnum {
-    let cmds = cmds.into_iter().map(|c| Node { node: Some(NodeEnum::AlterTableCmd(Box::new(c))) }).collect();
-    NodeEnum::AlterTableStmt(AlterTableStmt { cmds, ..alter.clone() })
 }
 
 fn is_foreign_key(n: &Node) -> bool {
@@ -134,38 +87,6 @@ fn is_foreign_key(n: &Node) -> bool {
 
 fn string_node(s: &str) -> Node {
     Node { node: Some(NodeEnum::String(pg_query::protobuf::String { sval: s.to_owned() })) }
-}
-
-/// `VALIDATE CONSTRAINT c` in the transaction that added `c … NOT VALID`:
-/// the lock the `ADD` took is still held, so the validation blocks as much
-/// as adding it valid would have.
-pub(super) fn validated_in_adding_transaction(
-    cx: &Cx,
-    alter: &AlterTableStmt,
-    kind: ConstrType,
-    lock: &str,
-    out: &mut Vec<Hit>,
-    rule: &'static Rule,
-) {
-    let Some(rv) = &alter.relation else { return };
-    let table = Table::of(rv);
-    for cmd in alter_cmds(alter).filter(|c| c.subtype() == AlterTableType::AtValidateConstraint) {
-        let Some(added) = cx.added(&table, &cmd.name) else { continue };
-        if added.kind != kind || !added.not_valid || !added.in_open_transaction {
-            continue;
-        }
-        let message = format!(
-            "VALIDATE CONSTRAINT {} on {table} runs in the same transaction as the ADD CONSTRAINT … NOT VALID before \
-             it, so the lock the ADD took ({lock}) is still held for the whole validation",
-            quoted(&cmd.name)
-        );
-        let alternative = format!(
-            "Move ALTER TABLE {table} VALIDATE CONSTRAINT {} to a later migration, so the ADD commits first and the \
-             validation holds only a SHARE UPDATE EXCLUSIVE lock",
-            ident(&cmd.name)
-        );
-        out.push(Hit::new(rule, message, alternative));
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub(super) mod add_column_required;
 pub(super) mod check_not_valid;
 pub(super) mod column_type_change;
+mod common;
 pub(super) mod concurrently_in_transaction;
 pub(super) mod drop;
 pub(super) mod drop_index_not_concurrent;
@@ -26,6 +27,7 @@ use pg_query::NodeEnum;
 use pg_query::protobuf::{AlterTableCmd, AlterTableStmt, ColumnDef, ConstrType, Constraint, DefElem, Node};
 
 use super::context::Cx;
+use super::names::Table;
 use super::{Rule, Severity};
 
 /// Every rule, in code order.
@@ -119,11 +121,14 @@ pub(crate) fn alter_cmds(a: &AlterTableStmt) -> impl Iterator<Item = &AlterTable
     })
 }
 
-/// The `ALTER TABLE` of a statement, when it is one on a table that existed
-/// before this file.
-pub(super) fn existing_alter<'a>(cx: &Cx, stmt: &Stmt<'a>) -> Option<&'a AlterTableStmt> {
+/// The `ALTER TABLE` of a statement and the table it alters, when it is one
+/// on a table that existed before this file.
+pub(super) fn existing_alter<'a>(cx: &Cx, stmt: &Stmt<'a>) -> Option<(&'a AlterTableStmt, Table)> {
     match stmt.node {
-        NodeEnum::AlterTableStmt(a) if a.relation.as_ref().is_some_and(|rv| !cx.is_new(rv)) => Some(a),
+        NodeEnum::AlterTableStmt(a) => match &a.relation {
+            Some(rv) if !cx.is_new(rv) => Some((a, Table::of(rv))),
+            _ => None,
+        },
         _ => None,
     }
 }

@@ -9,7 +9,8 @@
 
 use pg_query::protobuf::{AlterTableType, ConstrType};
 
-use super::{ACCESS_EXCLUSIVE, BLOCKS_ALL, Hit, Stmt, alter_cmds, constraint_def, existing_alter};
+use super::common::added_valid;
+use super::{ACCESS_EXCLUSIVE, BLOCKS_ALL, Hit, Stmt, alter_cmds, existing_alter};
 use crate::lint::context::Cx;
 use crate::lint::names::{Table, ident, quoted, strings};
 use crate::lint::{Rule, Severity};
@@ -26,9 +27,7 @@ pub(crate) const RULE: Rule = Rule {
 };
 
 pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
-    let Some(alter) = existing_alter(cx, stmt) else { return };
-    let Some(rv) = &alter.relation else { return };
-    let table = Table::of(rv);
+    let Some((alter, table)) = existing_alter(cx, stmt) else { return };
     for cmd in alter_cmds(alter) {
         match cmd.subtype() {
             AlterTableType::AtSetNotNull if !proven_by_a_validated_check(cx, &table, &cmd.name) => {
@@ -40,10 +39,7 @@ pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
                 out.push(Hit::new(&RULE, message, alternative(&table, &cmd.name)));
             }
             AlterTableType::AtAddConstraint => {
-                let Some(c) = constraint_def(cmd) else { continue };
-                if c.contype() != ConstrType::ConstrNotnull || c.skip_validation {
-                    continue;
-                }
+                let Some(c) = added_valid(cmd, ConstrType::ConstrNotnull) else { continue };
                 let column = strings(&c.keys).first().cloned().unwrap_or_default();
                 let message = format!(
                     "ADD CONSTRAINT {} NOT NULL {} on {table} scans every row for nulls while holding \

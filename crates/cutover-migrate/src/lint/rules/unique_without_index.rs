@@ -3,6 +3,7 @@
 
 use pg_query::protobuf::{AlterTableType, ConstrType, Constraint};
 
+use super::common::shown_name;
 use super::{
     ACCESS_EXCLUSIVE, BLOCKS_ALL, Hit, NO_TRANSACTION_HEADER, Stmt, alter_cmds, column_constraints, column_def,
     constraint_def, existing_alter,
@@ -22,9 +23,7 @@ pub(crate) const RULE: Rule = Rule {
 };
 
 pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
-    let Some(alter) = existing_alter(cx, stmt) else { return };
-    let Some(rv) = &alter.relation else { return };
-    let table = Table::of(rv);
+    let Some((alter, table)) = existing_alter(cx, stmt) else { return };
     for cmd in alter_cmds(alter) {
         match cmd.subtype() {
             AlterTableType::AtAddConstraint => {
@@ -57,11 +56,7 @@ fn hit(table: &Table, c: &Constraint, columns: Vec<String>, what: &str) -> Optio
         return None;
     }
     let name = if c.conname.is_empty() { table.derived(&suffix) } else { c.conname.clone() };
-    let shown = if c.conname.is_empty() || what != "ADD CONSTRAINT" {
-        String::new()
-    } else {
-        format!(" {}", quoted(&c.conname))
-    };
+    let shown = if what == "ADD CONSTRAINT" { shown_name(c) } else { String::new() };
     let message = format!(
         "{what}{shown} {kind} on {table} builds a unique index while holding {ACCESS_EXCLUSIVE} on {table} \
          ({BLOCKS_ALL}) for the whole build"

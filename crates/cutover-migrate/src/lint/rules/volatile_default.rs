@@ -15,7 +15,7 @@ use super::{
     ACCESS_EXCLUSIVE, BLOCKS_ALL, Hit, Stmt, alter_cmds, column_constraints, column_def, existing_alter, walk_expr,
 };
 use crate::lint::context::Cx;
-use crate::lint::names::{Table, base_type, ident, quoted, strings, type_sql};
+use crate::lint::names::{base_type, ident, quoted, strings, type_sql};
 use crate::lint::{Rule, Severity};
 
 pub(crate) const RULE: Rule = Rule {
@@ -51,9 +51,7 @@ const VOLATILE: &[&str] = &[
 ];
 
 pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
-    let Some(alter) = existing_alter(cx, stmt) else { return };
-    let Some(rv) = &alter.relation else { return };
-    let table = Table::of(rv);
+    let Some((alter, table)) = existing_alter(cx, stmt) else { return };
     for cmd in alter_cmds(alter).filter(|c| c.subtype() == AlterTableType::AtAddColumn) {
         let Some(col) = column_def(cmd) else { continue };
         let Some(why) = per_row_value(col) else { continue };
