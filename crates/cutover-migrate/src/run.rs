@@ -21,7 +21,7 @@
 //!   read where the database is.
 //! - Every text stored or returned passes through the caller's redactor.
 
-use crate::source::{Migration, MigrationFile, Source};
+use crate::source::{Migration, MigrationFile, OwnTransaction, Source};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -651,29 +651,20 @@ fn body(file: &MigrationFile) -> Result<(usize, &str), MigrateError> {
         // The server will say what is wrong with it, with a position.
         return Ok((0, &file.sql));
     };
-    use pg_query::NodeEnum;
-    use pg_query::protobuf::TransactionStmtKind as K;
     let stmts = &parsed.protobuf.stmts;
-    let kind = |i: usize| match stmts.get(i).and_then(|s| s.stmt.as_ref()).and_then(|n| n.node.as_ref()) {
-        Some(NodeEnum::TransactionStmt(t)) => Some(t.kind()),
-        _ => None,
-    };
-    let tx_count = (0..stmts.len()).filter(|i| kind(*i).is_some()).count();
-    if tx_count == 0 {
-        return Ok((0, &file.sql));
-    }
-    let last = stmts.len() - 1;
-    let opens = matches!(kind(0), Some(K::TransStmtBegin | K::TransStmtStart));
-    let closes = matches!(kind(last), Some(K::TransStmtCommit));
-    if tx_count == 2 && last > 0 && opens && closes {
-        let first = &stmts[0];
-        let start = (first.stmt_location + first.stmt_len) as usize;
-        // Skip the `;` that ends BEGIN.
-        let start = file.sql[start..].find(';').map(|i| start + i + 1).unwrap_or(start);
-        let end = stmts[last].stmt_location as usize;
-        if let Some(inner) = file.sql.get(start..end) {
-            return Ok((start, inner));
+    match crate::source::own_transaction(stmts) {
+        OwnTransaction::None => return Ok((0, &file.sql)),
+        OwnTransaction::Wrapped => {
+            let first = &stmts[0];
+            let start = (first.stmt_location + first.stmt_len) as usize;
+            // Skip the `;` that ends BEGIN.
+            let start = file.sql[start..].find(';').map(|i| start + i + 1).unwrap_or(start);
+            let end = stmts[stmts.len() - 1].stmt_location as usize;
+            if let Some(inner) = file.sql.get(start..end) {
+                return Ok((start, inner));
+            }
         }
+        OwnTransaction::Other => {}
     }
     Err(MigrateError::Refused(format!(
         "{} controls its own transaction (BEGIN/COMMIT/ROLLBACK inside the file); cutover runs each migration in a \

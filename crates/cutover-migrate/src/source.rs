@@ -131,6 +131,38 @@ pub fn is_transactional(sql: &str) -> bool {
     true
 }
 
+/// A file's own transaction control, as the runner and the linter both see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnTransaction {
+    /// No BEGIN, COMMIT or ROLLBACK.
+    None,
+    /// One BEGIN first and one COMMIT last (golang-migrate's habit): the
+    /// runner runs what is between them in its own transaction instead.
+    Wrapped,
+    /// Anything else: refused in a transactional file.
+    Other,
+}
+
+/// Classifies the top-level statements of a parsed file.
+pub fn own_transaction(stmts: &[pg_query::protobuf::RawStmt]) -> OwnTransaction {
+    use pg_query::NodeEnum;
+    use pg_query::protobuf::TransactionStmtKind as K;
+    let kind = |i: usize| match stmts.get(i).and_then(|s| s.stmt.as_ref()).and_then(|n| n.node.as_ref()) {
+        Some(NodeEnum::TransactionStmt(t)) => Some(t.kind()),
+        _ => None,
+    };
+    // Savepoints live inside a transaction and do not end it.
+    let control = |k: K| !matches!(k, K::TransStmtSavepoint | K::TransStmtRelease | K::TransStmtRollbackTo);
+    let count = (0..stmts.len()).filter(|i| kind(*i).is_some_and(control)).count();
+    if count == 0 {
+        return OwnTransaction::None;
+    }
+    let last = stmts.len() - 1;
+    let opens = matches!(kind(0), Some(K::TransStmtBegin | K::TransStmtStart));
+    let closes = matches!(kind(last), Some(K::TransStmtCommit));
+    if count == 2 && last > 0 && opens && closes { OwnTransaction::Wrapped } else { OwnTransaction::Other }
+}
+
 /// Whether PostgreSQL's grammar (libpg_query) accepts a file; the error says where not.
 pub fn parses(sql: &str) -> Result<(), String> {
     pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).map(|_| ()).map_err(|e| e.to_string())

@@ -564,7 +564,7 @@ pub fn completions(shell: clap_complete::Shell) {
 const MIGRATE_HELP: &str = "Examples:
   cutover migrate --dsn env:DATABASE_URL --dir db/migrations up
   cutover migrate --dsn 'command:vault kv get -field=dsn secret/app/db' --dir db/migrations status
-  cutover migrate --dir 'git:https://git.example.com/app.git#v1.4.0:db/migrations' --dsn env:DATABASE_URL up
+  cutover migrate --dir 'git:https://git.example.com/app.git#v1.4.0:db/migrations' up
   cutover migrate --dir db/migrations lint --output json          # in CI: exit 1 on errors
   cutover migrate --dir db/migrations create add users email
 
@@ -615,22 +615,35 @@ pub struct MigrateArgs {
 #[derive(Subcommand, Debug)]
 pub enum MigrateCommand {
     /// Apply the pending migrations in version order (the next N with a count).
-    Up { n: Option<usize> },
+    #[command(after_help = "Examples:\n  cutover migrate --dsn env:DATABASE_URL --dir db/migrations up\n  \
+        cutover migrate --dsn env:DATABASE_URL --dir db/migrations up 1     # only the next one")]
+    Up {
+        /// How many pending migrations to apply (default: all of them).
+        n: Option<usize>,
+    },
     /// Roll back the last N applied migrations with their .down.sql (or all with --all).
+    #[command(after_help = "Examples:\n  cutover migrate --dsn env:DATABASE_URL --dir db/migrations down 1\n  \
+        cutover migrate --dsn env:DATABASE_URL --dir db/migrations down --all")]
     Down {
+        /// How many applied migrations to roll back, newest first (required unless --all).
         #[arg(required_unless_present = "all")]
         n: Option<usize>,
+        /// Roll back every applied migration.
         #[arg(long, conflicts_with = "n")]
         all: bool,
     },
     /// Migrate up or down to exactly VERSION (0: roll everything back).
-    Goto { version: u64 },
+    Goto {
+        /// The version to end at: an existing file's version, or 0 for none.
+        version: u64,
+    },
     /// Print the current version (the highest applied), or `none`.
     Version,
     /// Every file and applied version: applied, pending, out-of-order, missing, changed, partial.
     Status,
     /// The last attempts recorded in cutover.migration_history.
     History {
+        /// How many attempts to show, newest last.
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
@@ -651,10 +664,16 @@ pub enum MigrateCommand {
     },
     /// Record VERSION as the current version without running anything (after a
     /// partial failure was repaired by hand). Recorded in the history as a force.
-    Force { version: u64 },
+    Force {
+        /// The version to record as current (0: none applied).
+        version: u64,
+    },
     /// Adopt a database whose schema is already at VERSION: files up to it are
     /// recorded as applied, none is run.
-    Baseline { version: u64 },
+    Baseline {
+        /// The version the database's schema is already at.
+        version: u64,
+    },
     /// Flag statements that take heavy locks or rewrite tables, parsed with
     /// PostgreSQL's own grammar: pending files with --dsn, every up file without.
     #[command(after_help = "Rules are listed by `cutover migrate lint --rules`; docs/lint.md explains each.

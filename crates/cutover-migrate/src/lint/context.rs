@@ -19,6 +19,9 @@ pub(crate) struct Cx {
     /// Where a `BEGIN` written in the file opened a transaction that is still
     /// open (only tracked in a no-transaction file, where it matters).
     pub(crate) explicit_begin: Option<usize>,
+    /// Whether the file is one BEGIN … COMMIT around everything, which the
+    /// runner replaces with its own transaction.
+    pub(crate) wrapped: bool,
     /// Whether missing-lock-timeout was reported: it is reported once.
     pub(crate) lock_timeout_reported: bool,
     new_tables: Vec<NewTable>,
@@ -61,6 +64,7 @@ impl Cx {
         Cx {
             transactional,
             explicit_begin: None,
+            wrapped: false,
             lock_timeout_reported: false,
             new_tables: Vec::new(),
             new_indexes: Vec::new(),

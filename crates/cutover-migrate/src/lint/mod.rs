@@ -127,6 +127,7 @@ pub fn lint_sql(file: &str, sql: &str, transactional: bool) -> Vec<Finding> {
     };
     let ignored = text.ignored_codes();
     let mut cx = Cx::new(transactional);
+    cx.wrapped = crate::source::own_transaction(&parsed.protobuf.stmts) == crate::source::OwnTransaction::Wrapped;
     let mut out = Vec::new();
     for raw in &parsed.protobuf.stmts {
         let Some(node) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) else { continue };

@@ -1,6 +1,7 @@
 //! M016 transaction-nesting: `BEGIN`/`COMMIT`/`ROLLBACK` written in a file
 //! that cutover already runs in a transaction, or a `BEGIN` left open at the
-//! end of a no-transaction file.
+//! end of a no-transaction file. One `BEGIN` first and one `COMMIT` last
+//! (golang-migrate's habit) is fine: the runner replaces them with its own.
 
 use pg_query::NodeEnum;
 use pg_query::protobuf::TransactionStmtKind;
@@ -22,7 +23,7 @@ pub(crate) const RULE: Rule = Rule {
 
 pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
     let NodeEnum::TransactionStmt(t) = stmt.node else { return };
-    if !cx.transactional {
+    if !cx.transactional || cx.wrapped {
         return;
     }
     let (what, effect) = match t.kind() {
@@ -66,7 +67,11 @@ mod tests {
 
     #[test]
     fn transaction_control_in_a_transactional_file() {
-        check("BEGIN;\nSET lock_timeout = '2s';\nALTER TABLE a ADD COLUMN x int;\nCOMMIT;", &["M016@1", "M016@4"]);
+        check("BEGIN;\nSET lock_timeout = '2s';\nALTER TABLE a ADD COLUMN x int;\nCOMMIT;", &[]);
+        check(
+            "BEGIN;\nSET lock_timeout = '2s';\nALTER TABLE a ADD COLUMN x int;\nCOMMIT;\nBEGIN;\nCOMMIT;",
+            &["M016@1", "M016@4", "M016@5", "M016@6"],
+        );
         check("SET lock_timeout = '2s';\nALTER TABLE a ADD COLUMN x int;\nROLLBACK;", &["M016@3"]);
     }
 
