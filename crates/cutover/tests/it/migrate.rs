@@ -76,8 +76,19 @@ fn state_of(status: &serde_json::Value, v: u64) -> String {
 
 #[test]
 fn a_golang_migrate_directory_goes_up_shows_its_status_comes_down_and_goes_to_a_version() {
+    up_status_down_goto(15);
+}
+
+#[test]
+fn the_same_cycle_on_postgresql_13() {
+    up_status_down_goto(13);
+}
+
+fn up_status_down_goto(major: u32) {
     let w = Work::new();
-    let (db, dsn) = fresh_db("migrate_shop");
+    let db = unique_db_name("migrate_shop");
+    let dsn = shared(major).create_database(&db).expect("db");
+    let sql = |q: &str| shared(major).psql(&db, q).expect("psql").trim().to_string();
     let dir = shop_dir(&w);
     let m = |args: &[&str]| {
         let mut a = vec!["migrate", "--dsn", &dsn, "--dir", &dir];
@@ -93,8 +104,8 @@ fn a_golang_migrate_directory_goes_up_shows_its_status_comes_down_and_goes_to_a_
     }
     assert!(out.contains("the current version is 5 (5 migration(s) run)"), "{out}");
     assert!(text(&o.stderr).contains("[4/5] up 4_index_orders_user (outside a transaction)"), "{}", text(&o.stderr));
-    assert_eq!(sql(&db, "SELECT count(*) FROM users"), "1");
-    assert_eq!(sql(&db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'orders_user_idx'::regclass"), "t");
+    assert_eq!(sql("SELECT count(*) FROM users"), "1");
+    assert_eq!(sql("SELECT indisvalid FROM pg_index WHERE indexrelid = 'orders_user_idx'::regclass"), "t");
     assert_eq!(version(&w, &dsn, &dir), "5");
     assert!(ok(&m(&["up"])).contains("nothing to do: the current version is 5"));
 
@@ -111,15 +122,15 @@ fn a_golang_migrate_directory_goes_up_shows_its_status_comes_down_and_goes_to_a_
     assert_eq!(code(&o), 2, "{}", text(&o.stderr));
     let out = ok(&m(&["down", "1"]));
     assert!(out.contains("rolled back 5_seed_admin"), "{out}");
-    assert_eq!(sql(&db, "SELECT count(*) FROM users"), "0");
+    assert_eq!(sql("SELECT count(*) FROM users"), "0");
     assert_eq!(version(&w, &dsn, &dir), "4");
 
     let out = ok(&m(&["goto", "2"]));
     assert!(out.contains("rolled back 4_index_orders_user") && out.contains("rolled back 3_add_users_name"), "{out}");
     assert_eq!(version(&w, &dsn, &dir), "2");
-    assert_eq!(sql(&db, "SELECT to_regclass('orders_user_idx') IS NULL"), "t");
+    assert_eq!(sql("SELECT to_regclass('orders_user_idx') IS NULL"), "t");
     assert_eq!(
-        sql(&db, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'name'"),
+        sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'name'"),
         "0"
     );
     let status = w.json(&["migrate", "--dsn", &dsn, "--dir", &dir, "status"]);
@@ -139,7 +150,7 @@ fn a_golang_migrate_directory_goes_up_shows_its_status_comes_down_and_goes_to_a_
     assert!(h.iter().all(|a| a["success"] == true && a["ran_by"].as_str().is_some_and(|r| r.contains("(pid "))));
     assert_eq!(h.iter().filter(|a| a["direction"] == "down").count(), 3);
     assert_eq!(
-        sql(&db, "SELECT count(*) FROM cutover.migration_history WHERE checksum IS NULL OR duration_ms IS NULL"),
+        sql("SELECT count(*) FROM cutover.migration_history WHERE checksum IS NULL OR duration_ms IS NULL"),
         "0"
     );
 
