@@ -333,6 +333,13 @@ async fn apply_locked(
         _ => {}
     }
     let plan = plan(source, &applied, cmd, opts, on)?;
+    // A file the runner would refuse stops the command before anything runs.
+    for (m, direction) in &plan {
+        let file = if *direction == "up" { m.up.as_ref() } else { m.down.as_ref() };
+        if let Some(f) = file.filter(|f| f.transactional) {
+            body(f)?;
+        }
+    }
     let total = plan.len();
     let mut done = Vec::new();
     for (i, (m, direction)) in plan.into_iter().enumerate() {

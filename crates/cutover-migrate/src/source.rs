@@ -163,9 +163,19 @@ pub fn own_transaction(stmts: &[pg_query::protobuf::RawStmt]) -> OwnTransaction 
     if count == 2 && last > 0 && opens && closes { OwnTransaction::Wrapped } else { OwnTransaction::Other }
 }
 
-/// Whether PostgreSQL's grammar (libpg_query) accepts a file; the error says where not.
-pub fn parses(sql: &str) -> Result<(), String> {
-    pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).map(|_| ()).map_err(|e| e.to_string())
+/// Whether the runner can run a file as written: PostgreSQL's grammar
+/// (libpg_query) accepts it and, in a transactional file, its own
+/// transaction control is at most one BEGIN first and one COMMIT last.
+pub fn runnable(file: &MigrationFile) -> Result<(), String> {
+    let parsed =
+        pg_query::parse(&file.sql, pg_query::ParserOptions::DEFAULT).map_err(|e| format!("it does not parse: {e}"))?;
+    if file.transactional && own_transaction(&parsed.protobuf.stmts) == OwnTransaction::Other {
+        return Err(format!(
+            "it controls its own transaction (BEGIN/COMMIT/ROLLBACK beyond one BEGIN first and one COMMIT last); \
+             the runner refuses it: split it, or start it with `-- {NO_TRANSACTION}`"
+        ));
+    }
+    Ok(())
 }
 
 pub fn checksum(bytes: &[u8]) -> String {

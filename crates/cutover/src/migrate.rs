@@ -249,8 +249,8 @@ async fn validate(
             problems.push((Severity::Error, format!("{} has a down file but no up file", m.label())));
         }
         for f in m.up.iter().chain(m.down.iter()) {
-            if let Err(e) = source::parses(&f.sql) {
-                problems.push((Severity::Error, format!("{} does not parse: {e}", f.name)));
+            if let Err(e) = source::runnable(f) {
+                problems.push((Severity::Error, format!("{}: {e}", f.name)));
             }
         }
         if m.down.is_none() {

@@ -164,6 +164,27 @@ fn up_status_down_goto(major: u32) {
     // validate: the directory parses; the README is only a warning.
     let out = ok(&m(&["validate"]));
     assert!(out.contains("0 error(s)") && out.contains("README.md is not named like a migration"), "{out}");
+    // A COMMIT half-way through a file: validate says what up would refuse.
+    std::fs::write(
+        Path::new(&dir).join("000006_add_orders_total.up.sql"),
+        "ALTER TABLE orders ADD COLUMN total int;\nCOMMIT;\nALTER TABLE orders ADD COLUMN tax int;\n",
+    )
+    .expect("write");
+    let o = m(&["validate"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        text(&o.stdout).contains("000006_add_orders_total.up.sql: it controls its own transaction"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = m(&["up"]);
+    assert_eq!(code(&o), 1);
+    assert!(text(&o.stderr).contains("controls its own transaction"), "{}", text(&o.stderr));
+    assert_eq!(version(&w, &dsn, &dir), "4", "refused before 5 ran");
+    assert_eq!(
+        sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'total'"),
+        "0"
+    );
 }
 
 #[test]
