@@ -230,6 +230,17 @@ fn new_run_id() -> String {
     format!("{}-{:04x}", now.strftime("%Y%m%d-%H%M%S"), salt & 0xffff)
 }
 
+/// `user@host`: who runs this process, for records of who did something.
+pub fn user_at_host() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{}", hostname())
+}
+
+/// `user@host (pid N)`: this process.
+pub fn this_process() -> String {
+    format!("{} (pid {})", user_at_host(), std::process::id())
+}
+
 /// This host's name, for leases and messages.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

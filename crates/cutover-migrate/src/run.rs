@@ -124,7 +124,8 @@ pub struct Options {
     pub statement_timeout: Option<Duration>,
     pub allow_out_of_order: bool,
     pub allow_changed: bool,
-    /// Who and where, e.g. `alice@deploy-1 (pid 4242)`.
+    /// Who and where, e.g. `alice@deploy-1 (pid 4242)`; the caller knows
+    /// who is acting (the CLI's actor, or a plan's run and target).
     pub ran_by: String,
     /// Hides secrets in every text stored or returned.
     pub redact: Box<dyn Fn(&str) -> String + Send + Sync>,
@@ -146,16 +147,6 @@ impl Options {
             hold: None,
         }
     }
-}
-
-/// `user@host (pid N)`: who ran a migration, for the history.
-pub fn who() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".into());
-    format!("{user}@{host} (pid {})", std::process::id())
 }
 
 /// What happens as migrations run, for progress and logs.
@@ -332,19 +323,18 @@ async fn apply_locked(
         Command::Baseline(v) => return baseline(client, source, &applied, v, golang.as_deref(), opts).await,
         _ => {}
     }
-    let plan = plan(source, &applied, cmd, opts, on)?;
-    // A file the runner would refuse stops the command before anything runs.
-    for (m, direction) in &plan {
-        let file = if *direction == "up" { m.up.as_ref() } else { m.down.as_ref() };
-        if let Some(f) = file.filter(|f| f.transactional) {
-            body(f)?;
-        }
-    }
-    let total = plan.len();
-    let mut done = Vec::new();
-    for (i, (m, direction)) in plan.into_iter().enumerate() {
+    // Each file's part to run is read once, before anything runs, so a file
+    // the runner would refuse stops the command with nothing applied.
+    let mut work = Vec::new();
+    for (m, direction) in plan(source, &applied, cmd, opts, on)? {
         let file = if direction == "up" { m.up.as_ref() } else { m.down.as_ref() };
         let Some(file) = file else { continue };
+        let part = if file.transactional { body(file)? } else { (0, file.sql.as_str()) };
+        work.push((m, direction, file, part));
+    }
+    let total = work.len();
+    let mut done = Vec::new();
+    for (i, (m, direction, file, part)) in work.into_iter().enumerate() {
         if let Some(rx) = &opts.hold
             && *rx.borrow()
         {
@@ -355,7 +345,7 @@ async fn apply_locked(
         }
         on(Event::Start { index: i + 1, total, label: m.label(), direction, transactional: file.transactional });
         let t0 = Instant::now();
-        run_one(client, source, m, file, direction, golang.as_deref(), opts).await?;
+        run_one(client, source, m, file, part, direction, golang.as_deref(), opts).await?;
         let duration = t0.elapsed();
         on(Event::Done { index: i + 1, total, label: m.label(), direction, duration });
         done.push(Step {
@@ -700,16 +690,18 @@ fn failure_at(e: &tokio_postgres::Error, file: &MigrationFile, offset: usize, te
     }
 }
 
+/// Runs one file; `(offset, text)` is the part of it to run (see [`body`]).
+#[allow(clippy::too_many_arguments)]
 async fn run_one(
     client: &Client,
     source: &Source,
     m: &Migration,
     file: &MigrationFile,
+    (offset, text): (usize, &str),
     direction: &'static str,
     golang: Option<&str>,
     opts: &Options,
 ) -> Result<(), MigrateError> {
-    let (offset, text) = if file.transactional { body(file)? } else { (0, file.sql.as_str()) };
     let statements: Vec<&str> = if file.transactional {
         Vec::new()
     } else {

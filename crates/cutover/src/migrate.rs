@@ -45,7 +45,7 @@ async fn migrate_inner(a: &MigrateArgs, out: Output, redactor: &Redactor) -> any
             usage(format!("`cutover migrate {what}` needs the database: pass --dsn (or set CUTOVER_DSN)"))
         })
     };
-    let mut opts = Options::new(run::who());
+    let mut opts = Options::new(format!("{} (pid {})", output::actor(), std::process::id()));
     opts.lock_wait = a.lock_wait;
     opts.lock_timeout = a.lock_timeout;
     opts.statement_timeout = a.statement_timeout;

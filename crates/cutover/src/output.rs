@@ -56,8 +56,5 @@ pub fn json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// Who is acting, for the audit trail: `CUTOVER_ACTOR`, else user@host.
 pub fn actor() -> String {
-    std::env::var("CUTOVER_ACTOR").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
-        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-        format!("{user}@{}", cutover_engine::hostname())
-    })
+    std::env::var("CUTOVER_ACTOR").ok().filter(|s| !s.is_empty()).unwrap_or_else(cutover_engine::user_at_host)
 }

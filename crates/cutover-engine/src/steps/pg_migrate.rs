@@ -29,7 +29,8 @@ pub async fn run(s: &PgMigrateStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepEr
         lint_gate(s, ctx, &client, &source).await?;
     }
 
-    let mut opts = Options::new(format!("cutover run {} target {} — {}", ctx.run_id, ctx.target, run::who()));
+    let mut opts =
+        Options::new(format!("cutover run {} target {} — {}", ctx.run_id, ctx.target, crate::this_process()));
     opts.lock_wait = s.lock_wait;
     opts.lock_timeout = s.lock_timeout;
     opts.statement_timeout = s.statement_timeout;
