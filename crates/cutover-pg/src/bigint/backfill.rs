@@ -203,6 +203,7 @@ impl Conv<'_> {
                  FROM (SELECT 1) AS one LEFT JOIN LATERAL (
                    SELECT pid, extract(epoch FROM now() - xact_start) AS age FROM pg_stat_activity
                    WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+                     AND datname = current_database()
                    ORDER BY xact_start LIMIT 1) o ON true",
                 &[&self.spec.table, &self.spec.column],
             )
@@ -225,6 +226,9 @@ impl Conv<'_> {
         {
             return Ok(Some(format!("{active} active backends > {max}")));
         }
+        // Only this database's transactions: those in other databases neither
+        // hold back vacuum of this table's dead row versions nor delay its
+        // CREATE INDEX CONCURRENTLY. Load (above) is the whole server's.
         let age: f64 = r.get(3);
         if age > self.opts.max_transaction_age.as_secs_f64() {
             let pid: Option<i32> = r.get(2);

@@ -452,11 +452,13 @@ fn identity_quoted_names_no_foreign_keys_pause_and_refusals() {
 
 #[test]
 fn the_backfill_waits_for_old_transactions_load_and_the_plan_gate() {
-    let pg = shared(15);
-    let db = unique_db_name("bigint_thr");
-    let dsn = pg.create_database(&db).expect("db");
+    // A server of its own: load is counted server-wide, and the other tests'
+    // queries on the shared server would be load too.
+    let pg = PgCluster::start(15).expect("a private PostgreSQL 15");
+    let db = "bigint_thr";
+    let dsn = pg.create_database(db).expect("db");
     pg.psql(
-        &db,
+        db,
         "CREATE TABLE t (id serial PRIMARY KEY, v int); INSERT INTO t (v) SELECT g FROM generate_series(1, 2000) g;",
     )
     .expect("schema");
