@@ -8,7 +8,9 @@
 //!   migration starts and finished in the migration's own transaction.
 //!
 //! Invariants:
-//! - A session advisory lock ([`LOCK_KEY`]) is held for every change; a
+//! - A session advisory lock ([`LOCK_KEY`]) is held for every change, and
+//!   then golang-migrate's own ([`golang_migrate_lock_key`]), so neither a
+//!   second cutover nor a golang-migrate process runs at the same time; a
 //!   second runner waits up to `lock_wait`, then fails naming the holder.
 //! - A transactional migration, its `schema_migrations` row and its history
 //!   row commit together or not at all: a failure leaves nothing applied and
@@ -33,6 +35,18 @@ pub const LOCK_KEY: i64 = 0x6375_746f_6d69_6772;
 
 /// The table golang-migrate keeps its single version row in.
 pub const GOLANG_MIGRATE_TABLE: &str = "schema_migrations";
+
+/// The advisory lock key golang-migrate's postgres driver takes for a
+/// database, schema and migrations table: the CRC-32 (IEEE) of
+/// "schema\0table\0database" times a fixed salt, in 32 bits
+/// (`database.GenerateAdvisoryLockId`). Holding it too keeps a golang-migrate
+/// process from migrating the database while cutover does, and the other way
+/// round.
+pub fn golang_migrate_lock_key(database: &str, schema: &str, table: &str) -> i64 {
+    const SALT: u32 = 1_486_364_155;
+    let name = format!("{schema}\0{table}\0{database}");
+    i64::from(crc32fast::hash(name.as_bytes()).wrapping_mul(SALT))
+}
 
 const SETUP: &str = "
 CREATE SCHEMA IF NOT EXISTS cutover;
@@ -210,16 +224,40 @@ pub async fn apply(
     on: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<Outcome, MigrateError> {
     exec(client, "SET application_name = 'cutover migrate'").await?;
-    lock(client, opts, on).await?;
-    let r = apply_locked(client, source, cmd, opts, on).await;
-    if r.is_err() {
-        // A bookkeeping transaction may be open and aborted; a ROLLBACK
-        // outside one is only a warning.
-        let _ = client.batch_execute("ROLLBACK").await;
+    let names = client
+        .query_one("SELECT current_database()::text, coalesce(current_schema()::text, 'public')", &[])
+        .await
+        .map_err(MigrateError::db)?;
+    let golang = golang_migrate_lock_key(names.get(0), names.get(1), GOLANG_MIGRATE_TABLE);
+    // Always in this order, so two cutover runners cannot each hold one.
+    let deadline = Instant::now() + opts.lock_wait;
+    let keys = [(LOCK_KEY, "cutover"), (golang, "golang-migrate")];
+    let mut held = Vec::new();
+    let mut r = Ok(());
+    for (key, whose) in keys {
+        r = lock(client, key, whose, deadline, opts, on).await;
+        if r.is_err() {
+            break;
+        }
+        held.push(key);
     }
-    // The lock is a session lock: a failed unlock only matters until the
-    // connection closes, which the caller does next.
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
+    let r = match r {
+        Ok(()) => {
+            let r = apply_locked(client, source, cmd, opts, on).await;
+            if r.is_err() {
+                // A bookkeeping transaction may be open and aborted; a ROLLBACK
+                // outside one is only a warning.
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            r
+        }
+        Err(e) => Err(e),
+    };
+    // Session locks: a failed unlock only matters until the connection
+    // closes, which the caller does next.
+    for key in held.into_iter().rev() {
+        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
+    }
     r.map_err(|e| redact_err(e, opts))
 }
 
@@ -235,24 +273,33 @@ fn redact_err(e: MigrateError, opts: &Options) -> MigrateError {
     }
 }
 
-async fn lock(client: &Client, opts: &Options, on: &(dyn Fn(Event) + Send + Sync)) -> Result<(), MigrateError> {
+async fn lock(
+    client: &Client,
+    key: i64,
+    whose: &str,
+    deadline: Instant,
+    opts: &Options,
+    on: &(dyn Fn(Event) + Send + Sync),
+) -> Result<(), MigrateError> {
     let got: bool =
-        client.query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY]).await.map_err(MigrateError::db)?.get(0);
+        client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await.map_err(MigrateError::db)?.get(0);
     if got {
         return Ok(());
     }
-    let first = holder(client).await.unwrap_or_else(|| "a session that has just ended".into());
+    let describe =
+        |h: Option<String>| h.map(|h| if whose == "cutover" { h } else { format!("{h}, holding {whose}'s lock") });
+    let first = describe(holder(client, key).await).unwrap_or_else(|| "a session that has just ended".into());
     on(Event::Waiting { holder: first.clone() });
     // A blocking wait bounded by lock_timeout queues fairly behind the holder
     // and answers as soon as it lets go, without polling.
-    let ms = opts.lock_wait.as_millis().max(1);
+    let ms = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
     exec(client, &format!("SET lock_timeout = {ms}")).await?;
-    let r = client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await;
+    let r = client.execute("SELECT pg_advisory_lock($1)", &[&key]).await;
     exec(client, "RESET lock_timeout").await?;
     match r {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
-            let holder = holder(client).await.unwrap_or(first);
+            let holder = describe(holder(client, key).await).unwrap_or(first);
             let database: String =
                 client.query_one("SELECT current_database()", &[]).await.map_err(MigrateError::db)?.get(0);
             let hint = match pid_of(&holder) {
@@ -270,7 +317,7 @@ fn pid_of(holder: &str) -> Option<i32> {
 }
 
 /// "pid 4242 (cutover migrate, user app from 10.0.0.5, since 12:00:01 UTC)".
-async fn holder(client: &Client) -> Option<String> {
+async fn holder(client: &Client, key: i64) -> Option<String> {
     let row = client
         .query_opt(
             "SELECT l.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''),
@@ -282,7 +329,7 @@ async fn holder(client: &Client) -> Option<String> {
                AND l.classid::bigint = ($1::bigint >> 32) AND l.objid::bigint = ($1::bigint & 4294967295)
                AND l.objsubid = 1
              LIMIT 1",
-            &[&LOCK_KEY],
+            &[&key],
         )
         .await
         .ok()??;
@@ -1072,6 +1119,13 @@ pub async fn history(client: &Client, limit: i64) -> Result<Vec<Attempt>, Migrat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn golang_migrates_lock_key_matches_its_own_test_vector() {
+        // database.GenerateAdvisoryLockId("database_name", "schema_name_1",
+        // "schema_name_2") is 3743845847 in golang-migrate's util_test.go.
+        assert_eq!(golang_migrate_lock_key("database_name", "schema_name_1", "schema_name_2"), 3_743_845_847);
+    }
 
     #[test]
     fn positions_are_lines_and_columns_of_the_file() {

@@ -45,11 +45,15 @@ fn a_hold_stops_the_next_migration_until_released_with_the_lock_kept() {
                 .get(0);
             assert!(none, "nothing runs while held");
             let locked: i64 = probe
-                .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted", &[])
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+                       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    &[],
+                )
                 .await
                 .expect("locks")
                 .get(0);
-            assert_eq!(locked, 1, "the migration lock stays held while waiting");
+            assert_eq!(locked, 2, "the migration locks (cutover's, golang-migrate's) stay held while waiting");
             tx.send(false).expect("release");
         };
         let (outcome, ()) = tokio::join!(apply, check);
@@ -59,6 +63,42 @@ fn a_hold_stops_the_next_migration_until_released_with_the_lock_kept() {
         let events = events.lock().expect("events").clone();
         assert!(events[0].contains("holding before 1_a while the plan's pause_when holds"), "{events:?}");
         assert!(events[1].starts_with("Start") && events.last().is_some_and(|e| e.starts_with("Done")), "{events:?}");
+    });
+}
+
+/// golang-migrate's own advisory lock is taken too: while a golang-migrate
+/// process holds it, cutover waits, then fails naming that backend.
+#[test]
+fn golang_migrates_lock_keeps_cutover_out_until_released() {
+    let db = unique_db_name("migrate_golock");
+    let dsn = shared(15).create_database(&db).expect("db");
+    let d = dir(&[("1_a.up.sql", "CREATE TABLE a (id int);")]);
+    let source = Source::open(&d.path().display().to_string()).expect("source");
+    rt().block_on(async {
+        let client = cutover_pg::connect(&dsn, Duration::from_secs(10)).await.expect("connect");
+        let other = cutover_pg::connect(&dsn, Duration::from_secs(10)).await.expect("connect");
+        // What golang-migrate's postgres driver runs for this database, in
+        // the default schema, with its default table.
+        let key = run::golang_migrate_lock_key(&db, "public", "schema_migrations");
+        other.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("golang-migrate's lock");
+        let pid: i32 = other.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
+        let mut opts = Options::new("test".into());
+        opts.lock_wait = Duration::from_millis(800);
+        let started = std::time::Instant::now();
+        let err = run::apply(&client, &source, Command::Up(None), &opts, &|_| {}).await.expect_err("locked out");
+        let msg = err.to_string();
+        assert!(started.elapsed() >= Duration::from_millis(700), "it waited: {:?}", started.elapsed());
+        assert!(msg.contains(&format!("pid {pid} (")) && msg.contains("holding golang-migrate's lock"), "{msg}");
+        assert!(msg.contains(&format!("pg_terminate_backend({pid})")), "{msg}");
+        let none: bool = client.query_one("SELECT to_regclass('a') IS NULL", &[]).await.expect("probe").get(0);
+        assert!(none, "nothing ran");
+        // cutover's own lock was let go when it gave up.
+        let free: bool =
+            other.query_one("SELECT pg_try_advisory_lock($1)", &[&run::LOCK_KEY]).await.expect("try").get(0);
+        assert!(free, "cutover's lock is released after the failure");
+        other.batch_execute("SELECT pg_advisory_unlock_all()").await.expect("unlock");
+        let outcome = run::apply(&client, &source, Command::Up(None), &opts, &|_| {}).await.expect("apply");
+        assert_eq!(outcome.after, Some(1));
     });
 }
 
@@ -83,7 +123,8 @@ fn a_no_transaction_attempt_cut_off_part_way_stops_the_next_run() {
             for _ in 0..100 {
                 let n = killer
                     .execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'",
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(30)%'",
                         &[],
                     )
                     .await

@@ -422,8 +422,9 @@ fn two_runners_at_once_one_applies_the_other_waits_then_names_the_holder() {
     let holder = || {
         sql(
             &db,
-            "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-             WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'cutover migrate'",
+            "SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+             WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'cutover migrate'
+               AND a.datname = current_database()",
         )
     };
     wait_until(20, "the first runner to hold the lock", || !holder().is_empty());
