@@ -325,13 +325,19 @@ async fn lint(
     };
     let mut findings = Vec::new();
     let mut files = 0;
+    // Pending files run in order and none has run yet: what one creates is
+    // new in the next. Of files already applied nothing is known.
+    let mut sequence = lint::Pending::default();
     for m in &source.migrations {
         if pending.as_ref().is_some_and(|p| !p.contains(&m.version)) {
             continue;
         }
         let Some(f) = &m.up else { continue };
         files += 1;
-        findings.extend(lint::lint_sql(&f.name, &f.sql, f.transactional));
+        findings.extend(match pending {
+            Some(_) => sequence.lint(&f.name, &f.sql, f.transactional),
+            None => lint::lint_sql(&f.name, &f.sql, f.transactional),
+        });
     }
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     let warnings = findings.len() - errors;

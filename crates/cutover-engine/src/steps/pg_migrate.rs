@@ -152,10 +152,13 @@ async fn lint_gate(
         .collect();
     let mut findings: Vec<Finding> = Vec::new();
     let mut files = 0;
+    // In the order they will run: a table an earlier pending file creates is
+    // new in the later ones.
+    let mut sequence = lint::Pending::default();
     for m in source.migrations.iter().filter(|m| pending.contains(&m.version)) {
         if let Some(f) = &m.up {
             files += 1;
-            findings.extend(lint::lint_sql(&f.name, &f.sql, f.transactional));
+            findings.extend(sequence.lint(&f.name, &f.sql, f.transactional));
         }
     }
     if findings.is_empty() {

@@ -31,6 +31,15 @@ pub(crate) struct Cx {
     validated: Vec<(Table, String)>,
 }
 
+/// What one file leaves for the next when files are linted as a sequence
+/// that has not run yet (the pending files of a database): the tables they
+/// create, and the indexes on those, are new in the later files too.
+#[derive(Default)]
+pub(crate) struct Carried {
+    new_tables: Vec<NewTable>,
+    new_indexes: Vec<Table>,
+}
+
 /// A table created earlier in the file: nobody else uses it yet, and unless
 /// it came from `CREATE TABLE … AS`, it has no rows.
 struct NewTable {
@@ -60,18 +69,23 @@ pub(crate) struct Added {
 }
 
 impl Cx {
-    pub(crate) fn new(transactional: bool) -> Cx {
+    pub(crate) fn new(transactional: bool, carried: Carried) -> Cx {
         Cx {
             transactional,
             explicit_begin: None,
             wrapped: false,
             lock_timeout_reported: false,
-            new_tables: Vec::new(),
-            new_indexes: Vec::new(),
+            new_tables: carried.new_tables,
+            new_indexes: carried.new_indexes,
             lock_timeout: LockTimeout::default(),
             constraints: Vec::new(),
             validated: Vec::new(),
         }
+    }
+
+    /// What the next file of a pending sequence inherits.
+    pub(crate) fn carry(self) -> Carried {
+        Carried { new_tables: self.new_tables, new_indexes: self.new_indexes }
     }
 
     /// Whether the statement runs inside a transaction block: the runner's,
@@ -80,7 +94,8 @@ impl Cx {
         self.transactional || self.explicit_begin.is_some()
     }
 
-    /// Whether the table was created earlier in this file.
+    /// Whether the table was created earlier in this file (or in an earlier
+    /// file of a pending sequence).
     pub(crate) fn is_new(&self, rv: &RangeVar) -> bool {
         self.is_new_table(&Table::of(rv))
     }

@@ -8,7 +8,9 @@
 //! bodies and case included — and walks their parse trees, never their text.
 //! It does not connect to a database: what it knows about a table comes from
 //! the file alone (a table created earlier in the same file is new and empty,
-//! so the lock rules leave it alone).
+//! so the lock rules leave it alone), or, for the pending files of a database
+//! linted in order ([`Pending`]), from the files before it that have not run
+//! either.
 //!
 //! Each rule has a code (`M001`…), a name, a severity, an explanation and a
 //! safe alternative ([`RULES`]); `docs/lint.md` has a section per rule.
@@ -30,7 +32,7 @@ mod text;
 
 use serde::Serialize;
 
-use context::Cx;
+use context::{Carried, Cx};
 use text::Text;
 
 /// How bad a finding is: an error fails `cutover migrate lint` (exit code 1),
@@ -115,6 +117,38 @@ pub struct Finding {
 /// header). Findings come sorted by line, column and code; a file that does
 /// not parse gives one `M000` finding.
 pub fn lint_sql(file: &str, sql: &str, transactional: bool) -> Vec<Finding> {
+    lint_in(file, sql, transactional, &mut Carried::default())
+}
+
+/// Lints files that have not run yet, in the order they will run: a table
+/// that an earlier one creates does not exist in the database yet, so in the
+/// later files it is new and empty, as it is in its own file. Only for a
+/// database's pending files: of files already applied, nothing is known.
+///
+/// ```
+/// use cutover_migrate::lint::{Pending, lint_sql};
+///
+/// let create = "CREATE TABLE audit (id bigint, at timestamptz);";
+/// let index = "CREATE INDEX audit_at ON audit (at);";
+/// let mut pending = Pending::default();
+/// assert!(pending.lint("7_audit.up.sql", create, true).is_empty());
+/// assert!(pending.lint("8_audit_at.up.sql", index, true).is_empty());
+/// // On its own, the index file may be indexing a table in use.
+/// assert_eq!(lint_sql("8_audit_at.up.sql", index, true)[0].code, "M001");
+/// ```
+#[derive(Default)]
+pub struct Pending {
+    carried: Carried,
+}
+
+impl Pending {
+    /// Lints the next file of the sequence; see [`lint_sql`].
+    pub fn lint(&mut self, file: &str, sql: &str, transactional: bool) -> Vec<Finding> {
+        lint_in(file, sql, transactional, &mut self.carried)
+    }
+}
+
+fn lint_in(file: &str, sql: &str, transactional: bool, carried: &mut Carried) -> Vec<Finding> {
     let text = Text::new(sql);
     let parsed = match pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) {
         Ok(parsed) => parsed,
@@ -126,7 +160,7 @@ pub fn lint_sql(file: &str, sql: &str, transactional: bool) -> Vec<Finding> {
         }
     };
     let ignored = text.ignored_codes();
-    let mut cx = Cx::new(transactional);
+    let mut cx = Cx::new(transactional, std::mem::take(carried));
     cx.wrapped = crate::source::own_transaction(&parsed.protobuf.stmts) == crate::source::OwnTransaction::Wrapped;
     let mut out = Vec::new();
     for raw in &parsed.protobuf.stmts {
@@ -152,6 +186,7 @@ pub fn lint_sql(file: &str, sql: &str, transactional: bool) -> Vec<Finding> {
         let statement = text.statement_at(at);
         out.push(finding(file, &text, at, &statement, hit));
     }
+    *carried = cx.carry();
     out.retain(|f| !ignored.iter().any(|code| code == f.code));
     out.sort_by(|a, b| (a.line, a.column, a.code).cmp(&(b.line, b.column, b.code)));
     out

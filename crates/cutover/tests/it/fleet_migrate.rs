@@ -287,11 +287,16 @@ fn fleet_migrate_applies_in_waves_fails_one_tenant_cleanly_and_lint_refuses_befo
 
     // 4. lint = true: an index built without CONCURRENTLY is refused on every
     // tenant of the first wave before anything runs, and the ramp stops there.
+    // (The index is on a table the tenants already have: one created by an
+    // earlier pending file would be new, and indexing it blocks nobody.)
     let fresh = tenants("fleet_lint");
+    for db in &fresh {
+        sql(db, "CREATE TABLE accounts (id bigint PRIMARY KEY, total numeric)");
+    }
     write_dir(
         &w,
         "risky",
-        &[MIGRATIONS[0], ("2_index_orders_total.up.sql", "CREATE INDEX orders_total_idx ON orders (total);\n")],
+        &[MIGRATIONS[0], ("2_index_accounts_total.up.sql", "CREATE INDEX accounts_total_idx ON accounts (total);\n")],
     );
     w.write("lint.toml", &plan(&fresh, "risky", "lint = true\n"));
     let o = cutover(&w, &["run", "lint.toml"]);
@@ -302,7 +307,7 @@ fn fleet_migrate_applies_in_waves_fails_one_tenant_cleanly_and_lint_refuses_befo
     let status = w.status(&run3);
     let msg = message(&status, "t1");
     for part in
-        ["lint found 1 error(s)", "none was applied", "2_index_orders_total.up.sql:1: M001 index-not-concurrent"]
+        ["lint found 1 error(s)", "none was applied", "2_index_accounts_total.up.sql:1: M001 index-not-concurrent"]
     {
         assert!(msg.contains(part), "{part:?} not in {msg:?}");
     }

@@ -565,8 +565,17 @@ fn lint_from_the_command_line_exits_one_on_errors_and_lints_only_pending_files_w
     assert!(j["errors"].as_u64().is_some_and(|n| n >= 1), "{j}");
     assert_eq!(j["findings"][0]["code"], "M001", "{j}");
 
-    // With the database at 2, nothing is pending: clean.
+    // Against an empty database both files are pending: users does not exist
+    // yet, so indexing it in file 2 blocks nobody.
     let (_db, dsn) = fresh_db("migrate_lint");
+    let out = ok(&w.run(&["migrate", "--dsn", &dsn, "--dir", &dir, "lint"]));
+    assert!(out.contains("2 file(s) linted: 0 error(s)"), "{out}");
+    // Once file 1 has run, users may be in use: the same index is an error.
+    ok(&w.run(&["migrate", "--dsn", &dsn, "--dir", &dir, "up", "1"]));
+    let o = w.run(&["migrate", "--dsn", &dsn, "--dir", &dir, "lint"]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("2_index.up.sql:1:1: error M001"), "{}", text(&o.stdout));
+    // With the database at 2, nothing is pending: clean.
     ok(&w.run(&["migrate", "--dsn", &dsn, "--dir", &dir, "up"]));
     let out = ok(&w.run(&["migrate", "--dsn", &dsn, "--dir", &dir, "lint"]));
     assert!(out.contains("0 file(s) linted: 0 error(s)"), "{out}");
