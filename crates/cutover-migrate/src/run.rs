@@ -33,7 +33,8 @@ use tokio_postgres::Client;
 /// database, so one key serves every database of a server.
 pub const LOCK_KEY: i64 = 0x6375_746f_6d69_6772;
 
-/// The table golang-migrate keeps its single version row in.
+/// The table golang-migrate keeps its single version row in, unless its
+/// `x-migrations-table` says otherwise ([`Options::golang_migrate_table`]).
 pub const GOLANG_MIGRATE_TABLE: &str = "schema_migrations";
 
 /// The advisory lock key golang-migrate's postgres driver takes for a
@@ -146,6 +147,10 @@ pub struct Options {
     /// While it holds `true`, the next migration waits (a plan's pause_when);
     /// the lock stays held, so nobody else starts in between.
     pub hold: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The table golang-migrate keeps its version in, in the connection's
+    /// schema (its `x-migrations-table`; default `schema_migrations`): read
+    /// once to adopt, kept in step, and part of its lock key.
+    pub golang_migrate_table: String,
 }
 
 impl Options {
@@ -159,6 +164,7 @@ impl Options {
             ran_by,
             redact: Box::new(|s| s.to_string()),
             hold: None,
+            golang_migrate_table: GOLANG_MIGRATE_TABLE.to_string(),
         }
     }
 }
@@ -223,12 +229,13 @@ pub async fn apply(
     opts: &Options,
     on: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<Outcome, MigrateError> {
+    check_golang_name(&opts.golang_migrate_table)?;
     exec(client, "SET application_name = 'cutover migrate'").await?;
     let names = client
         .query_one("SELECT current_database()::text, coalesce(current_schema()::text, 'public')", &[])
         .await
         .map_err(MigrateError::db)?;
-    let golang = golang_migrate_lock_key(names.get(0), names.get(1), GOLANG_MIGRATE_TABLE);
+    let golang = golang_migrate_lock_key(names.get(0), names.get(1), &opts.golang_migrate_table);
     // Always in this order, so two cutover runners cannot each hold one.
     let deadline = Instant::now() + opts.lock_wait;
     let keys = [(LOCK_KEY, "cutover"), (golang, "golang-migrate")];
@@ -350,7 +357,7 @@ async fn apply_locked(
     on: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<Outcome, MigrateError> {
     exec(client, SETUP).await?;
-    let golang = golang_table(client).await?;
+    let golang = golang_table(client, &opts.golang_migrate_table).await?;
     let mut applied = read_applied(client).await?;
     // force is how a dirty golang-migrate database is put right: it records
     // the version itself, so there is nothing to adopt first.
@@ -514,19 +521,29 @@ fn plan<'a>(
     }
 }
 
-/// Which golang-migrate table exists in the search path, if any.
-async fn golang_table(client: &Client) -> Result<Option<String>, MigrateError> {
+/// Refuses a golang-migrate table name PostgreSQL would not keep as given.
+fn check_golang_name(name: &str) -> Result<(), MigrateError> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(MigrateError::Refused(format!(
+            "golang-migrate's table name `{name}` is not a PostgreSQL table name (1 to 63 bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether golang-migrate's table (`name`, with a `dirty` column) is in the
+/// connection's schema; its name when it is.
+async fn golang_table(client: &Client, name: &str) -> Result<Option<String>, MigrateError> {
     let row = client
         .query_one(
-            "SELECT to_regclass($1::text) IS NOT NULL
-                    AND EXISTS (SELECT 1 FROM information_schema.columns
-                                WHERE table_name::text = $1::text AND column_name::text = 'dirty'
-                                  AND table_schema = ANY (current_schemas(false)))",
-            &[&GOLANG_MIGRATE_TABLE],
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                            WHERE table_name::text = $1::text AND column_name::text = 'dirty'
+                              AND table_schema::text = current_schema())",
+            &[&name],
         )
         .await
         .map_err(MigrateError::db)?;
-    Ok(row.get::<_, bool>(0).then(|| GOLANG_MIGRATE_TABLE.to_string()))
+    Ok(row.get::<_, bool>(0).then(|| name.to_string()))
 }
 
 async fn read_applied(client: &Client) -> Result<BTreeMap<u64, Applied>, MigrateError> {
@@ -989,7 +1006,9 @@ pub struct GolangState {
 }
 
 /// Reads where the database is, against the directory, without writing.
-pub async fn status(client: &Client, source: &Source) -> Result<Status, MigrateError> {
+/// `golang_migrate_table` is golang-migrate's table, as in [`Options`].
+pub async fn status(client: &Client, source: &Source, golang_migrate_table: &str) -> Result<Status, MigrateError> {
+    check_golang_name(golang_migrate_table)?;
     let exists: bool = client
         .query_one("SELECT to_regclass('cutover.schema_migrations') IS NOT NULL", &[])
         .await
@@ -998,7 +1017,7 @@ pub async fn status(client: &Client, source: &Source) -> Result<Status, MigrateE
     let mut applied = if exists { read_applied(client).await? } else { BTreeMap::new() };
     let mut golang_migrate = None;
     if applied.is_empty()
-        && let Some(t) = golang_table(client).await?
+        && let Some(t) = golang_table(client, golang_migrate_table).await?
         && let Some((version, dirty)) = golang_version(client, &t).await?
     {
         golang_migrate = Some(GolangState { version, dirty });

@@ -451,6 +451,7 @@ impl Builder<'_> {
                 to: self.int(node, "to").and_then(|v| u64::try_from(v).ok()),
                 allow_out_of_order: self.bool(node, "allow_out_of_order").unwrap_or(false),
                 allow_changed: self.bool(node, "allow_changed").unwrap_or(false),
+                golang_migrate_table: self.str(node, "golang_migrate_table"),
                 lock_wait: self.duration(node, "lock_wait").unwrap_or(Duration::from_secs(30)),
                 lock_timeout: self.duration(node, "lock_timeout"),
                 statement_timeout: self.duration(node, "statement_timeout"),

@@ -301,6 +301,9 @@ pub struct PgMigrateStep {
     pub allow_out_of_order: bool,
     /// Go on when an applied file was edited since (its checksum differs).
     pub allow_changed: bool,
+    /// golang-migrate's table in the connection's schema (its
+    /// `x-migrations-table`); None: `schema_migrations`.
+    pub golang_migrate_table: Option<String>,
     /// How long to wait for another runner's migration lock on the same database (default 30s).
     #[serde(serialize_with = "ser_duration")]
     pub lock_wait: Duration,

@@ -356,6 +356,11 @@ pub static PG_MIGRATE_FIELDS: &[Field] = &[
         "Go on when an applied file was edited since it was applied, its checksum differing (default false).",
     ),
     f(
+        "golang_migrate_table",
+        &STR,
+        "golang-migrate's table in the connection's schema, its x-migrations-table (default \"schema_migrations\").",
+    ),
+    f(
         "lock_wait",
         &DURATION,
         "How long to wait for another runner's migration lock on the database before failing (default \"30s\").",

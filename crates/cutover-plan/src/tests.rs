@@ -476,6 +476,7 @@ fn a_pg_migrate_step_gets_its_defaults() {
     assert!(!m.allow_out_of_order && !m.allow_changed && !m.lint);
     assert_eq!(m.lock_wait, Duration::from_secs(30));
     assert_eq!((m.lock_timeout, m.statement_timeout), (None, None));
+    assert_eq!(m.golang_migrate_table, None);
     let r = crate::runbook::runbook(&plan);
     assert!(r.contains("apply migrations from `db/migrations` (up to the newest)"), "{r}");
 }
@@ -486,7 +487,8 @@ fn a_pg_migrate_step_takes_every_field() {
         "{BASE}{}",
         migrate(
             "to = 20261121103000\nallow_out_of_order = true\nallow_changed = true\nlock_wait = \"2m\"\n\
-             lock_timeout = \"3s\"\nstatement_timeout = \"15m\"\nlint = true\nidempotent = false\n"
+             lock_timeout = \"3s\"\nstatement_timeout = \"15m\"\nlint = true\nidempotent = false\n\
+             golang_migrate_table = \"app_versions\"\n"
         )
     );
     let plan = load_str("p.toml", &text, Path::new("."), None).expect("valid");
@@ -498,6 +500,7 @@ fn a_pg_migrate_step_takes_every_field() {
     assert_eq!(m.lock_wait, Duration::from_secs(120));
     assert_eq!(m.lock_timeout, Some(Duration::from_secs(3)));
     assert_eq!(m.statement_timeout, Some(Duration::from_secs(900)));
+    assert_eq!(m.golang_migrate_table.as_deref(), Some("app_versions"));
     let r = crate::runbook::runbook(&plan);
     assert!(
         r.contains(

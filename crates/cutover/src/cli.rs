@@ -574,8 +574,9 @@ printed or stored: env:NAME, file:PATH or command:CMD (the command's output is t
 State lives in the database: cutover.schema_migrations (what is applied) and
 cutover.migration_history (one row per attempt: version, checksum, direction, start, duration,
 success, error, who ran it and from where). A database golang-migrate migrated
-(schema_migrations(version, dirty)) is adopted on the first change, nothing re-run, and its
-table is kept in step.
+(schema_migrations(version, dirty), or --golang-migrate-table) is adopted on the first change,
+nothing re-run, and its table is kept in step. golang-migrate's advisory lock is held too, so
+it cannot run at the same time.
 
 Each migration runs in its own transaction (a file's own BEGIN/COMMIT is replaced by it). A
 file whose first lines hold the comment `-- cutover:no-transaction` runs statement by
@@ -608,6 +609,9 @@ pub struct MigrateArgs {
     /// Go on when an applied file was edited since (its checksum changed).
     #[arg(long, global = true)]
     pub allow_changed: bool,
+    /// golang-migrate's table in the connection's schema (its x-migrations-table).
+    #[arg(long, global = true, value_name = "TABLE", default_value = "schema_migrations")]
+    pub golang_migrate_table: String,
     #[command(subcommand)]
     pub command: MigrateCommand,
 }

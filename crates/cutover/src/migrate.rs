@@ -51,6 +51,7 @@ async fn migrate_inner(a: &MigrateArgs, out: Output, redactor: &Redactor) -> any
     opts.statement_timeout = a.statement_timeout;
     opts.allow_out_of_order = a.allow_out_of_order;
     opts.allow_changed = a.allow_changed;
+    opts.golang_migrate_table = a.golang_migrate_table.clone();
     let r = redactor.clone();
     opts.redact = Box::new(move |s| r.redact(s));
     let cmd = match &a.command {
@@ -59,11 +60,13 @@ async fn migrate_inner(a: &MigrateArgs, out: Output, redactor: &Redactor) -> any
         MigrateCommand::Goto { version } => Command::Goto(*version),
         MigrateCommand::Force { version } => Command::Force(*version),
         MigrateCommand::Baseline { version } => Command::Baseline(*version),
-        MigrateCommand::Version => return version(need("version")?, &source, out).await,
-        MigrateCommand::Status => return status(need("status")?, &source, out).await,
+        MigrateCommand::Version => return version(need("version")?, &source, &opts, out).await,
+        MigrateCommand::Status => return status(need("status")?, &source, &opts, out).await,
         MigrateCommand::History { limit } => return history(need("history")?, *limit, out).await,
         MigrateCommand::Validate => return validate(client.as_ref(), &source, &opts, out).await,
-        MigrateCommand::Lint { all, strict, .. } => return lint(client.as_ref(), &source, *all, *strict, out).await,
+        MigrateCommand::Lint { all, strict, .. } => {
+            return lint(client.as_ref(), &source, &opts, *all, *strict, out).await;
+        }
         MigrateCommand::Create { .. } => return Ok(0),
     };
     let client = need(match cmd {
@@ -150,8 +153,8 @@ fn create(dir: &str, title: &str, seq: bool, timestamp: bool, out: Output) -> an
     Ok(0)
 }
 
-async fn version(client: &cutover_pg::Client, source: &Source, out: Output) -> anyhow::Result<i32> {
-    let s = run::status(client, source).await.map_err(|e| failed(e.to_string()))?;
+async fn version(client: &cutover_pg::Client, source: &Source, opts: &Options, out: Output) -> anyhow::Result<i32> {
+    let s = run::status(client, source, &opts.golang_migrate_table).await.map_err(|e| failed(e.to_string()))?;
     match out {
         Output::Json => output::json(&json!({"version": s.current, "partial": s.partial}))?,
         Output::Text => match (s.current, s.partial) {
@@ -163,8 +166,8 @@ async fn version(client: &cutover_pg::Client, source: &Source, out: Output) -> a
     Ok(0)
 }
 
-async fn status(client: &cutover_pg::Client, source: &Source, out: Output) -> anyhow::Result<i32> {
-    let s = run::status(client, source).await.map_err(|e| failed(e.to_string()))?;
+async fn status(client: &cutover_pg::Client, source: &Source, opts: &Options, out: Output) -> anyhow::Result<i32> {
+    let s = run::status(client, source, &opts.golang_migrate_table).await.map_err(|e| failed(e.to_string()))?;
     if out == Output::Json {
         output::json(&s)?;
         return Ok(0);
@@ -264,7 +267,7 @@ async fn validate(
         ));
     }
     if let Some(client) = client {
-        let s = run::status(client, source).await.map_err(|e| failed(e.to_string()))?;
+        let s = run::status(client, source, &opts.golang_migrate_table).await.map_err(|e| failed(e.to_string()))?;
         if let Some(g) = s.golang_migrate.as_ref().filter(|g| g.dirty) {
             problems
                 .push((Severity::Error, format!("golang-migrate left the database dirty at version {}", g.version)));
@@ -312,13 +315,14 @@ async fn validate(
 async fn lint(
     client: Option<&cutover_pg::Client>,
     source: &Source,
+    opts: &Options,
     all: bool,
     strict: bool,
     out: Output,
 ) -> anyhow::Result<i32> {
     let pending: Option<Vec<u64>> = match client {
         Some(c) if !all => {
-            let s = run::status(c, source).await.map_err(|e| failed(e.to_string()))?;
+            let s = run::status(c, source, &opts.golang_migrate_table).await.map_err(|e| failed(e.to_string()))?;
             Some(s.files.iter().filter(|f| matches!(f.state, "pending" | "out-of-order")).map(|f| f.version).collect())
         }
         _ => None,

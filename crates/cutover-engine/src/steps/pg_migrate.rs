@@ -36,6 +36,9 @@ pub async fn run(s: &PgMigrateStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepEr
     opts.statement_timeout = s.statement_timeout;
     opts.allow_out_of_order = s.allow_out_of_order;
     opts.allow_changed = s.allow_changed;
+    if let Some(t) = &s.golang_migrate_table {
+        opts.golang_migrate_table = t.clone();
+    }
     let redactor = ctx.redactor.clone();
     opts.redact = Box::new(move |t| redactor.redact(t));
     // The phase's pause_when holds the next migration (not one in flight).
@@ -142,7 +145,9 @@ async fn lint_gate(
     client: &cutover_pg::Client,
     source: &Source,
 ) -> Result<(), StepError> {
-    let status = run::status(client, source).await.map_err(|e| ctx.fail(format!("pg.migrate: {e}")))?;
+    let status = run::status(client, source, s.golang_migrate_table.as_deref().unwrap_or(run::GOLANG_MIGRATE_TABLE))
+        .await
+        .map_err(|e| ctx.fail(format!("pg.migrate: {e}")))?;
     let pending: Vec<u64> = status
         .files
         .iter()

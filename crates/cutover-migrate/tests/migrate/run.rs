@@ -102,6 +102,65 @@ fn golang_migrates_lock_keeps_cutover_out_until_released() {
     });
 }
 
+/// golang-migrate configured with `x-migrations-table=app_versions`: adopted
+/// from that table, kept in step there, and locked with that table's key.
+#[test]
+fn a_custom_golang_migrate_table_is_adopted_kept_in_step_and_locked() {
+    let db = unique_db_name("migrate_gotable");
+    let dsn = shared(15).create_database(&db).expect("db");
+    let files: Vec<(String, String)> =
+        (1..=4).map(|v| (format!("{v}_t{v}.up.sql"), format!("CREATE TABLE t{v} (id int);"))).collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+    let d = dir(&files);
+    let source = Source::open(&d.path().display().to_string()).expect("source");
+    rt().block_on(async {
+        let client = cutover_pg::connect(&dsn, Duration::from_secs(10)).await.expect("connect");
+        let other = cutover_pg::connect(&dsn, Duration::from_secs(10)).await.expect("connect");
+        // What golang-migrate leaves after files 1-3 with that option.
+        client
+            .batch_execute(
+                "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int); CREATE TABLE t3 (id int);
+                 CREATE TABLE app_versions (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL);
+                 INSERT INTO app_versions VALUES (3, false);",
+            )
+            .await
+            .expect("golang-migrate's state");
+        let st = run::status(&client, &source, run::GOLANG_MIGRATE_TABLE).await.expect("status");
+        assert!(st.golang_migrate.is_none(), "not under the default name");
+        let st = run::status(&client, &source, "app_versions").await.expect("status");
+        assert_eq!(st.golang_migrate.map(|g| (g.version, g.dirty)), Some((3, false)));
+
+        let key = run::golang_migrate_lock_key(&db, "public", "app_versions");
+        other.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("golang-migrate's lock");
+        let mut opts = Options::new("test".into());
+        opts.golang_migrate_table = "app_versions".into();
+        opts.lock_wait = Duration::from_millis(300);
+        let err = run::apply(&client, &source, Command::Up(None), &opts, &|_| {}).await.expect_err("locked");
+        assert!(err.to_string().contains("holding golang-migrate's lock"), "{err}");
+        other.batch_execute("SELECT pg_advisory_unlock_all()").await.expect("unlock");
+
+        let outcome = run::apply(&client, &source, Command::Up(None), &opts, &|_| {}).await.expect("apply");
+        let applied: Vec<u64> = outcome.applied.iter().map(|s| s.version).collect();
+        assert_eq!(applied, [4], "only 4 runs");
+        let row = client.query_one("SELECT version, dirty FROM app_versions", &[]).await.expect("row");
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1)), (4, false));
+        let states: Vec<String> = client
+            .query("SELECT state FROM cutover.schema_migrations ORDER BY version", &[])
+            .await
+            .expect("states")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(states, ["adopted", "adopted", "adopted", "applied"]);
+
+        let err = run::status(&client, &source, "").await.expect_err("empty name");
+        assert!(err.to_string().contains("is not a PostgreSQL table name"), "{err}");
+        opts.golang_migrate_table = String::new();
+        let err = run::apply(&client, &source, Command::Up(None), &opts, &|_| {}).await.expect_err("empty name");
+        assert!(err.to_string().contains("is not a PostgreSQL table name"), "{err}");
+    });
+}
+
 /// A no-transaction attempt killed part-way (its connection ended) is seen by
 /// the next run as partial, and the history shows an attempt that never finished.
 #[test]
@@ -141,7 +200,7 @@ fn a_no_transaction_attempt_cut_off_part_way_stops_the_next_run() {
         let again = cutover_pg::connect(&dsn, Duration::from_secs(10)).await.expect("connect");
         let e = run::apply(&again, &source, Command::Up(None), &opts, &|_| {}).await.expect_err("refused");
         assert!(e.to_string().contains("1_slow stopped part-way outside a transaction"), "{e}");
-        let s = run::status(&again, &source).await.expect("status");
+        let s = run::status(&again, &source, run::GOLANG_MIGRATE_TABLE).await.expect("status");
         assert!(s.partial && s.files[0].state == "partial", "{s:?}");
         let h = run::history(&again, 10).await.expect("history");
         assert_eq!(h.len(), 1);

@@ -266,6 +266,9 @@ fn a_database_left_by_golang_migrate_is_adopted_and_only_later_files_run() {
     assert_eq!(state_of(&status, 3), "applied");
     assert_eq!(state_of(&status, 4), "pending");
     assert_eq!(sql(&db, "SELECT to_regclass('cutover.schema_migrations') IS NULL"), "t", "status writes nothing");
+    // golang-migrate run with another x-migrations-table keeps its version elsewhere.
+    let other = w.json(&["migrate", "--dsn", &dsn, "--dir", &dir, "--golang-migrate-table", "app_versions", "status"]);
+    assert!(other.get("golang_migrate").is_none() && state_of(&other, 3) == "pending", "{other}");
 
     let o = w.run(&["migrate", "--dsn", &dsn, "--dir", &dir, "up"]);
     let out = ok(&o);
