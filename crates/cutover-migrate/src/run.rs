@@ -94,7 +94,7 @@ pub enum MigrateError {
 }
 
 impl MigrateError {
-    fn db(e: tokio_postgres::Error) -> MigrateError {
+    pub(crate) fn db(e: tokio_postgres::Error) -> MigrateError {
         MigrateError::Db(db_message(&e))
     }
 }

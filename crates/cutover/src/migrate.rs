@@ -5,6 +5,7 @@ use crate::cli::{MigrateArgs, MigrateCommand, Output};
 use crate::output::{self, Exit, usage};
 use cutover_engine::redact::Redactor;
 use cutover_migrate::lint::{self, Severity};
+use cutover_migrate::pending;
 use cutover_migrate::run::{self, Command, Event, Options};
 use cutover_migrate::source::{self, Numbering, Source};
 use serde_json::json;
@@ -327,22 +328,18 @@ async fn lint(
         }
         _ => None,
     };
-    let mut findings = Vec::new();
-    let mut files = 0;
-    // Pending files run in order and none has run yet: what one creates is
-    // new in the next. Of files already applied nothing is known.
-    let mut sequence = lint::Pending::default();
-    for m in &source.migrations {
-        if pending.as_ref().is_some_and(|p| !p.contains(&m.version)) {
-            continue;
+    // Pending files are linted as the sequence they will run in, knowing the
+    // database's column types; without a database each file stands alone.
+    let (files, findings) = match (client, pending) {
+        (Some(c), Some(versions)) => {
+            let l = pending::lint_pending(c, source, &versions).await.map_err(|e| failed(e.to_string()))?;
+            (l.files, l.findings)
         }
-        let Some(f) = &m.up else { continue };
-        files += 1;
-        findings.extend(match pending {
-            Some(_) => sequence.lint(&f.name, &f.sql, f.transactional),
-            None => lint::lint_sql(&f.name, &f.sql, f.transactional),
-        });
-    }
+        _ => {
+            let ups: Vec<_> = source.migrations.iter().filter_map(|m| m.up.as_ref()).collect();
+            (ups.len(), ups.iter().flat_map(|f| lint::lint_sql(&f.name, &f.sql, f.transactional)).collect())
+        }
+    };
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     let warnings = findings.len() - errors;
     match out {

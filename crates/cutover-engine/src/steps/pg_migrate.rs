@@ -10,6 +10,7 @@
 use super::{Outputs, StepCtx, StepError};
 use crate::model::NewEvent;
 use cutover_migrate::lint::{self, Finding, Severity};
+use cutover_migrate::pending;
 use cutover_migrate::run::{self, Command, Event, MigrateError, Options, Outcome};
 use cutover_migrate::source::Source;
 use cutover_plan::PgMigrateStep;
@@ -155,17 +156,10 @@ async fn lint_gate(
         .filter(|f| s.to.is_none_or(|to| f.version <= to))
         .map(|f| f.version)
         .collect();
-    let mut findings: Vec<Finding> = Vec::new();
-    let mut files = 0;
-    // In the order they will run: a table an earlier pending file creates is
-    // new in the later ones.
-    let mut sequence = lint::Pending::default();
-    for m in source.migrations.iter().filter(|m| pending.contains(&m.version)) {
-        if let Some(f) = &m.up {
-            files += 1;
-            findings.extend(sequence.lint(&f.name, &f.sql, f.transactional));
-        }
-    }
+    // In the order they will run (a table an earlier pending file creates is
+    // new in the later ones), knowing the database's column types.
+    let pending::Linted { files, findings } =
+        pending::lint_pending(client, source, &pending).await.map_err(|e| ctx.fail(format!("pg.migrate: {e}")))?;
     if findings.is_empty() {
         return Ok(());
     }

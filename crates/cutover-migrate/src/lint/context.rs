@@ -10,6 +10,7 @@ use pg_query::protobuf::{
     VariableSetStmt, a_const::Val,
 };
 
+use super::ColumnType;
 use super::names::{Table, object_parts, strings};
 use super::rules::alter_cmds;
 
@@ -26,6 +27,9 @@ pub(crate) struct Cx {
     pub(crate) lock_timeout_reported: bool,
     new_tables: Vec<NewTable>,
     new_indexes: Vec<Table>,
+    /// Current types of columns, from the catalog (pending files only);
+    /// forgotten once a statement changes or drops the column.
+    columns: Vec<ColumnType>,
     lock_timeout: LockTimeout,
     constraints: Vec<Added>,
     validated: Vec<(Table, String)>,
@@ -38,6 +42,13 @@ pub(crate) struct Cx {
 pub(crate) struct Carried {
     new_tables: Vec<NewTable>,
     new_indexes: Vec<Table>,
+    columns: Vec<ColumnType>,
+}
+
+impl Carried {
+    pub(crate) fn knowing(columns: Vec<ColumnType>) -> Carried {
+        Carried { columns, ..Carried::default() }
+    }
 }
 
 /// A table created earlier in the file: nobody else uses it yet, and unless
@@ -77,6 +88,7 @@ impl Cx {
             lock_timeout_reported: false,
             new_tables: carried.new_tables,
             new_indexes: carried.new_indexes,
+            columns: carried.columns,
             lock_timeout: LockTimeout::default(),
             constraints: Vec::new(),
             validated: Vec::new(),
@@ -85,7 +97,7 @@ impl Cx {
 
     /// What the next file of a pending sequence inherits.
     pub(crate) fn carry(self) -> Carried {
-        Carried { new_tables: self.new_tables, new_indexes: self.new_indexes }
+        Carried { new_tables: self.new_tables, new_indexes: self.new_indexes, columns: self.columns }
     }
 
     /// Whether the statement runs inside a transaction block: the runner's,
@@ -108,6 +120,20 @@ impl Cx {
     pub(crate) fn is_new_and_empty(&self, rv: &RangeVar) -> bool {
         let table = Table::of(rv);
         self.new_tables.iter().any(|t| t.empty && t.table.same(&table))
+    }
+
+    /// The column's type before this statement, when the caller read it from
+    /// the catalog and nothing earlier changed it. An unqualified name that
+    /// could be either of two looked-up tables gives nothing.
+    pub(crate) fn column_type(&self, table: &Table, column: &str) -> Option<&ColumnType> {
+        let mut found = self.columns.iter().filter(|c| {
+            c.column.column == column
+                && table.same(&Table { schema: c.column.schema.clone(), name: c.column.table.clone() })
+        });
+        match (found.next(), found.next()) {
+            (Some(c), None) => Some(c),
+            _ => None,
+        }
     }
 
     /// Whether the index was created earlier in this file on a new table.
@@ -213,6 +239,13 @@ impl Cx {
                         }
                         (AlterTableType::AtValidateConstraint, _) => {
                             self.validated.push((table.clone(), cmd.name.clone()));
+                        }
+                        (AlterTableType::AtAlterColumnType | AlterTableType::AtDropColumn, _) => {
+                            self.columns.retain(|c| {
+                                c.column.column != cmd.name
+                                    || !table
+                                        .same(&Table { schema: c.column.schema.clone(), name: c.column.table.clone() })
+                            });
                         }
                         _ => {}
                     }

@@ -6,7 +6,8 @@
 //! It reads the file with PostgreSQL's own grammar (libpg_query), so it sees
 //! the statements the server will see — comments, quoting, dollar-quoted
 //! bodies and case included — and walks their parse trees, never their text.
-//! It does not connect to a database: what it knows about a table comes from
+//! It does not connect to a database (`crate::pending` reads what it is told
+//! about one: column types, for M003): what it knows about a table comes from
 //! the file alone (a table created earlier in the same file is new and empty,
 //! so the lock rules leave it alone), or, for the pending files of a database
 //! linted in order ([`Pending`]), from the files before it that have not run
@@ -141,7 +142,66 @@ pub struct Pending {
     carried: Carried,
 }
 
+/// A column a file changes the type of (`ALTER COLUMN … TYPE`), named as
+/// the file names it; see [`altered_columns`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnRef {
+    /// The schema as written, or empty (the search path decides).
+    pub schema: String,
+    pub table: String,
+    pub column: String,
+}
+
+/// The type a column has now, read from the database's catalog by the
+/// caller (the linter never connects): `pg_type.typname` and
+/// `pg_attribute.atttypmod`, and `format_type` for messages.
+#[derive(Debug, Clone)]
+pub struct ColumnType {
+    pub column: ColumnRef,
+    /// `int4`, `varchar`, `numeric`…
+    pub type_name: String,
+    /// -1 when the type has no modifier (`varchar` without a length).
+    pub typmod: i32,
+    /// `integer`, `character varying(50)`…
+    pub display: String,
+}
+
+/// The columns whose type `sql` changes, on tables that exist before it:
+/// what a caller looks up in the catalog for [`Pending::knowing`]. A file
+/// that does not parse has none.
+pub fn altered_columns(sql: &str) -> Vec<ColumnRef> {
+    let Ok(parsed) = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) else { return Vec::new() };
+    let mut out = Vec::new();
+    for raw in &parsed.protobuf.stmts {
+        if let Some(pg_query::NodeEnum::AlterTableStmt(a)) = raw.stmt.as_ref().and_then(|n| n.node.as_ref())
+            && let Some(rv) = &a.relation
+        {
+            for cmd in rules::alter_cmds(a) {
+                if cmd.subtype() == pg_query::protobuf::AlterTableType::AtAlterColumnType {
+                    let c = ColumnRef {
+                        schema: rv.schemaname.clone(),
+                        table: rv.relname.clone(),
+                        column: cmd.name.clone(),
+                    };
+                    if !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 impl Pending {
+    /// A sequence whose linter knows the current types of these columns
+    /// (read from the database the files are pending in), so M003 can tell
+    /// an int → bigint change, and a widening that rewrites nothing, from
+    /// the rest.
+    pub fn knowing(columns: Vec<ColumnType>) -> Pending {
+        Pending { carried: Carried::knowing(columns) }
+    }
+
     /// Lints the next file of the sequence; see [`lint_sql`].
     pub fn lint(&mut self, file: &str, sql: &str, transactional: bool) -> Vec<Finding> {
         lint_in(file, sql, transactional, &mut self.carried)

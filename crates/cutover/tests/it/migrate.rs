@@ -585,3 +585,47 @@ fn lint_from_the_command_line_exits_one_on_errors_and_lints_only_pending_files_w
     let out = ok(&w.run(&["migrate", "--dir", &dir, "lint", "--rules"]));
     assert!(out.contains("M001") && out.contains("index-not-concurrent"), "{out}");
 }
+
+#[test]
+fn lint_with_a_dsn_knows_the_current_column_types() {
+    let w = Work::new();
+    let (db, dsn) = fresh_db("migrate_lint_types");
+    sql(&db, "CREATE TABLE accounts (id integer PRIMARY KEY, name varchar(50), total numeric(10,2))");
+    let dir = w.file("migrations");
+    let set = "SET lock_timeout = '2s';\n";
+    write_dir(
+        &dir,
+        &[
+            ("1_widen.up.sql", &format!("{set}ALTER TABLE accounts ALTER COLUMN name TYPE varchar(100);\n")),
+            ("2_id.up.sql", &format!("{set}ALTER TABLE accounts ALTER COLUMN id TYPE bigint;\n")),
+            ("3_total.up.sql", &format!("{set}ALTER TABLE accounts ALTER COLUMN total TYPE numeric(8,2);\n")),
+        ],
+    );
+    let dir = dir.display().to_string();
+    let findings = |j: &serde_json::Value| -> Vec<(String, String, String, String)> {
+        j["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .map(|f| {
+                let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+                (s("file"), s("severity"), s("message"), s("alternative"))
+            })
+            .collect()
+    };
+    // From the files alone: the widening may or may not rewrite (a warning).
+    let alone = findings(&w.json(&["migrate", "--dir", &dir, "lint"]));
+    assert_eq!(
+        alone.iter().map(|f| (f.0.as_str(), f.1.as_str())).collect::<Vec<_>>(),
+        [("1_widen.up.sql", "warning"), ("2_id.up.sql", "error"), ("3_total.up.sql", "error")]
+    );
+    // Against the database: varchar(50) → varchar(100) rewrites nothing, and
+    // the others name the type the column has now.
+    let known = findings(&w.json(&["migrate", "--dsn", &dsn, "--dir", &dir, "lint"]));
+    assert_eq!(known.len(), 2, "{known:#?}");
+    assert_eq!((known[0].0.as_str(), known[0].1.as_str()), ("2_id.up.sql", "error"));
+    assert!(known[0].2.contains("TYPE bigint (now integer) rewrites accounts"), "{}", known[0].2);
+    assert!(known[0].3.contains("cutover pg bigint --table accounts --column id"), "{}", known[0].3);
+    assert!(known[1].2.contains("TYPE numeric(8,2) (now numeric(10,2))"), "{}", known[1].2);
+    assert!(!known[1].3.contains("cutover pg bigint"), "{}", known[1].3);
+}
