@@ -15,7 +15,7 @@ use cutover_migrate::run::{self, Command, Event, MigrateError, Options, Outcome}
 use cutover_migrate::source::Source;
 use cutover_plan::PgMigrateStep;
 use serde_json::json;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The progress unit.
 const UNIT: &str = "migrations";
@@ -115,15 +115,53 @@ pub async fn run(s: &PgMigrateStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepEr
     report(ctx, &source, &outcome)
 }
 
-/// Opens the step's migrations: a directory relative to the plan's, or a
-/// `git:` source as it is. A git checkout runs `git`, so it runs off the
-/// async workers.
-async fn open(s: &PgMigrateStep, ctx: &StepCtx<'_>) -> Result<Source, StepError> {
-    let spec = if s.dir.starts_with("git:") { s.dir.clone() } else { ctx.plan_dir.join(&s.dir).display().to_string() };
+/// Opens the step's migrations: a directory relative to the plan's, read
+/// for each target (so a file fixed before a retry is read again), or a
+/// `git:` source, checked out once per run ([`git_source`]).
+async fn open(s: &PgMigrateStep, ctx: &StepCtx<'_>) -> Result<Arc<Source>, StepError> {
+    let fail = |e: String| ctx.fail(format!("pg.migrate: {e}"));
+    if s.dir.starts_with("git:") {
+        return git_source(ctx.run_id, &s.dir).await.map_err(fail);
+    }
+    read(ctx.plan_dir.join(&s.dir).display().to_string()).await.map(Arc::new).map_err(fail)
+}
+
+/// Reads a source off the async workers (a git checkout runs `git`).
+async fn read(spec: String) -> Result<Source, String> {
     tokio::task::spawn_blocking(move || Source::open(&spec))
         .await
-        .map_err(|e| ctx.fail(format!("pg.migrate: reading the migrations stopped: {e}")))?
-        .map_err(|e| ctx.fail(format!("pg.migrate: {e}")))
+        .map_err(|e| format!("reading the migrations stopped: {e}"))?
+        .map_err(|e| e.to_string())
+}
+
+/// `git:` checkouts of this process, by run and spec, the newest last.
+type GitSources = Vec<((String, String), Arc<tokio::sync::OnceCell<Arc<Source>>>)>;
+static GIT_SOURCES: Mutex<GitSources> = Mutex::new(Vec::new());
+/// How many checkouts are kept (a process that drives many runs).
+const GIT_SOURCES_KEPT: usize = 16;
+
+/// A `git:` source, cloned once per run: every target of the run gets the
+/// files of the commit the ref named when the first target needed it, and a
+/// fleet of thousands of databases costs one clone, not one each. Targets
+/// that start together wait for the one clone. A failed checkout is not
+/// kept, so the next target tries again.
+async fn git_source(run_id: &str, spec: &str) -> Result<Arc<Source>, String> {
+    let key = (run_id.to_string(), spec.to_string());
+    let cell = {
+        let mut cache = GIT_SOURCES.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.iter().find(|(k, _)| *k == key) {
+            Some((_, cell)) => cell.clone(),
+            None => {
+                if cache.len() >= GIT_SOURCES_KEPT {
+                    cache.remove(0);
+                }
+                let cell = Arc::new(tokio::sync::OnceCell::new());
+                cache.push((key, cell.clone()));
+                cell
+            }
+        }
+    };
+    cell.get_or_try_init(|| async { read(spec.to_string()).await.map(Arc::new) }).await.cloned()
 }
 
 /// The version and title of a migration the library names by its label.
@@ -224,4 +262,57 @@ fn report(ctx: &StepCtx<'_>, source: &Source, o: &Outcome) -> Result<Outputs, St
         out.extend(m);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::process::Command;
+
+    fn git(repo: &Path, args: &[&str]) {
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(repo)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git");
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    fn commit(repo: &Path, name: &str) {
+        std::fs::create_dir_all(repo.join("db")).expect("mkdir");
+        std::fs::write(repo.join("db").join(name), "SELECT 1;\n").expect("write");
+        git(repo, &["add", "."]);
+        git(repo, &["commit", "--quiet", "-m", name]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_git_source_is_checked_out_once_per_run() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        git(&repo, &["init", "--quiet", "--initial-branch", "main"]);
+        commit(&repo, "1_a.up.sql");
+        let spec = format!("git:{}#main:db", repo.display());
+
+        // Targets that start together share one checkout.
+        let (a, b) = tokio::join!(git_source("run-1", &spec), git_source("run-1", &spec));
+        let (a, b) = (a.expect("checkout"), b.expect("checkout"));
+        assert!(Arc::ptr_eq(&a, &b));
+        // The branch moves on: the run keeps the commit it started with, a new run sees the new one.
+        commit(&repo, "2_b.up.sql");
+        let later = git_source("run-1", &spec).await.expect("same run");
+        assert!(Arc::ptr_eq(&a, &later) && later.migrations.len() == 1, "{}", later.label);
+        let next = git_source("run-2", &spec).await.expect("next run");
+        assert_eq!(next.migrations.len(), 2, "{}", next.label);
+        // With the repository gone, a run that has its checkout goes on; a new one fails in one sentence.
+        std::fs::remove_dir_all(&repo).expect("rm");
+        assert!(git_source("run-2", &spec).await.is_ok_and(|s| Arc::ptr_eq(&s, &next)));
+        let err = git_source("run-3", &spec).await.expect_err("no repository");
+        assert!(!err.is_empty() && !err.contains('\n'), "{err}");
+    }
 }
