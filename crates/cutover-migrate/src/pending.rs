@@ -46,7 +46,15 @@ async fn column_types(client: &Client, wanted: &[ColumnRef]) -> Result<Vec<Colum
     let columns: Vec<&str> = wanted.iter().map(|c| c.column.as_str()).collect();
     let rows = client
         .query(
-            "SELECT r.i::int8, t.typname::text, a.atttypmod, format_type(a.atttypid, a.atttypmod)
+            "SELECT r.i::int8, t.typname::text, a.atttypmod, format_type(a.atttypid, a.atttypmod),
+                    ARRAY(SELECT DISTINCT ic.relname::text
+                          FROM pg_depend d
+                          JOIN pg_index x ON x.indexrelid = d.objid
+                          JOIN pg_class ic ON ic.oid = x.indexrelid
+                          WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                            AND d.refobjid = a.attrelid AND d.refobjsubid = a.attnum
+                            AND (x.indexprs IS NOT NULL OR x.indpred IS NOT NULL)
+                          ORDER BY 1)
              FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS r(s, t, c, i)
              JOIN pg_attribute a
                ON a.attrelid = to_regclass(CASE WHEN r.s = '' THEN quote_ident(r.t)
@@ -66,6 +74,7 @@ async fn column_types(client: &Client, wanted: &[ColumnRef]) -> Result<Vec<Colum
                 type_name: r.get(1),
                 typmod: r.get(2),
                 display: r.get(3),
+                expression_indexes: r.get(4),
             })
         })
         .collect())

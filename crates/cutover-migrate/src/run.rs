@@ -302,9 +302,16 @@ async fn lock(
     let ms = deadline.saturating_duration_since(Instant::now()).as_millis().max(1);
     exec(client, &format!("SET lock_timeout = {ms}")).await?;
     let r = client.execute("SELECT pg_advisory_lock($1)", &[&key]).await;
-    exec(client, "RESET lock_timeout").await?;
+    let reset = exec(client, "RESET lock_timeout").await;
     match r {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            if let Err(e) = reset {
+                // Not handed back as held: let go of it here.
+                let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
+                return Err(e);
+            }
+            Ok(())
+        }
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
             let holder = describe(holder(client, key).await).unwrap_or(first);
             let database: String =
@@ -367,7 +374,8 @@ async fn apply_locked(
         && let Some(v) = adopt(client, source, table, opts).await?
     {
         on(Event::Notice(format!(
-            "adopted golang-migrate's {table} at version {v}: every migration up to {v} is recorded as applied, none was run"
+            "adopted golang-migrate's {} at version {v}: every migration up to {v} is recorded as applied, none was run",
+            opts.golang_migrate_table
         )));
         applied = read_applied(client).await?;
     }
@@ -532,18 +540,23 @@ fn check_golang_name(name: &str) -> Result<(), MigrateError> {
 }
 
 /// Whether golang-migrate's table (`name`, with a `dirty` column) is in the
-/// connection's schema; its name when it is.
+/// connection's current schema, where golang-migrate looks; when it is, its
+/// schema-qualified name as SQL, so a `search_path` a migration sets
+/// cannot send the reads and writes elsewhere.
 async fn golang_table(client: &Client, name: &str) -> Result<Option<String>, MigrateError> {
     let row = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.columns
-                            WHERE table_name::text = $1::text AND column_name::text = 'dirty'
-                              AND table_schema::text = current_schema())",
+        .query_opt(
+            "SELECT c.table_schema::text FROM information_schema.columns c
+             WHERE c.table_name::text = $1::text AND c.column_name::text = 'dirty'
+               AND c.table_schema::text = current_schema()",
             &[&name],
         )
         .await
         .map_err(MigrateError::db)?;
-    Ok(row.get::<_, bool>(0).then(|| name.to_string()))
+    Ok(row.map(|r| {
+        let schema: String = r.get(0);
+        format!("{}.{}", cutover_pg::quote_ident(&schema), cutover_pg::quote_ident(name))
+    }))
 }
 
 async fn read_applied(client: &Client) -> Result<BTreeMap<u64, Applied>, MigrateError> {
@@ -567,7 +580,7 @@ async fn read_applied(client: &Client) -> Result<BTreeMap<u64, Applied>, Migrate
 
 /// golang-migrate's single row, if the table has one.
 async fn golang_version(client: &Client, table: &str) -> Result<Option<(u64, bool)>, MigrateError> {
-    let sql = format!("SELECT version::bigint, dirty FROM {} LIMIT 1", cutover_pg::quote_ident(table));
+    let sql = format!("SELECT version::bigint, dirty FROM {table} LIMIT 1");
     let row = client.query_opt(&sql, &[]).await.map_err(MigrateError::db)?;
     Ok(row.map(|r| (r.get::<_, i64>(0).max(0) as u64, r.get(1))))
 }
@@ -687,8 +700,8 @@ async fn baseline(
 
 /// Keeps golang-migrate's single row where cutover's state is.
 async fn sync_golang(client: &Client, table: Option<&str>, v: Option<u64>, dirty: bool) -> Result<(), MigrateError> {
+    // The schema-qualified name from golang_table.
     let Some(t) = table else { return Ok(()) };
-    let t = cutover_pg::quote_ident(t);
     client.execute(&format!("DELETE FROM {t}"), &[]).await.map_err(MigrateError::db)?;
     if let Some(v) = v {
         client

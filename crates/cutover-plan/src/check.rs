@@ -708,6 +708,22 @@ fn pg_migrate(step: &Step, m: &PgMigrateStep, diags: &mut Diagnostics) {
             );
         }
     }
+    if let Some(t) = &m.golang_migrate_table
+        && (t.is_empty() || t.len() > 63)
+    {
+        diags.push(
+            Diagnostic::new(
+                step.pos.clone(),
+                "migrate-golang-table",
+                format!(
+                    "`golang_migrate_table` of pg.migrate step `{}` is {} bytes long: a PostgreSQL table name has 1 to 63",
+                    step.name,
+                    t.len()
+                ),
+            )
+            .with_help("the x-migrations-table golang-migrate ran with, e.g. \"app_versions\"; leave it out for schema_migrations"),
+        );
+    }
 }
 
 /// CEL has no static type checker in the `cel` crate; an expression that

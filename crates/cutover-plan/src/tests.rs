@@ -530,6 +530,9 @@ fn pg_migrate_mistakes_get_their_codes() {
         // Timeouts above 0.
         ("lock_wait = \"0s\"\n", &["migrate-timeout"]),
         ("lock_timeout = \"0ms\"\nstatement_timeout = \"0s\"\n", &["migrate-timeout", "migrate-timeout"]),
+        // golang-migrate's table: a PostgreSQL name.
+        ("golang_migrate_table = \"\"\n", &["migrate-golang-table"]),
+        ("golang_migrate_table = \"app_versions\"\n", &[]),
     ];
     let mut failures = vec![];
     for (extra, expect) in cases {

@@ -134,7 +134,7 @@ async fn read(spec: String) -> Result<Source, String> {
         .map_err(|e| e.to_string())
 }
 
-/// `git:` checkouts of this process, by run and spec, the newest last.
+/// `git:` checkouts of this process, by run and spec, the last used last.
 type GitSources = Vec<((String, String), Arc<tokio::sync::OnceCell<Arc<Source>>>)>;
 static GIT_SOURCES: Mutex<GitSources> = Mutex::new(Vec::new());
 /// How many checkouts are kept (a process that drives many runs).
@@ -149,8 +149,14 @@ async fn git_source(run_id: &str, spec: &str) -> Result<Arc<Source>, String> {
     let key = (run_id.to_string(), spec.to_string());
     let cell = {
         let mut cache = GIT_SOURCES.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.iter().find(|(k, _)| *k == key) {
-            Some((_, cell)) => cell.clone(),
+        match cache.iter().position(|(k, _)| *k == key) {
+            Some(i) => {
+                // Used again: a run that is going on is the last to be let go.
+                let entry = cache.remove(i);
+                let cell = entry.1.clone();
+                cache.push(entry);
+                cell
+            }
             None => {
                 if cache.len() >= GIT_SOURCES_KEPT {
                     cache.remove(0);

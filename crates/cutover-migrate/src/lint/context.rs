@@ -10,9 +10,9 @@ use pg_query::protobuf::{
     VariableSetStmt, a_const::Val,
 };
 
-use super::ColumnType;
 use super::names::{Table, object_parts, strings};
 use super::rules::alter_cmds;
+use super::{ColumnRef, ColumnType};
 
 pub(crate) struct Cx {
     /// Whether the runner wraps the file in a transaction.
@@ -56,6 +56,9 @@ impl Carried {
 struct NewTable {
     table: Table,
     empty: bool,
+    /// `CREATE TABLE IF NOT EXISTS`: the table may exist already, which the
+    /// next file cannot assume it does not.
+    if_not_exists: bool,
 }
 
 /// The lock_timeout the file set: a session value, and a `SET LOCAL` one
@@ -97,7 +100,8 @@ impl Cx {
 
     /// What the next file of a pending sequence inherits.
     pub(crate) fn carry(self) -> Carried {
-        Carried { new_tables: self.new_tables, new_indexes: self.new_indexes, columns: self.columns }
+        let new_tables = self.new_tables.into_iter().filter(|t| !t.if_not_exists).collect();
+        Carried { new_tables, new_indexes: self.new_indexes, columns: self.columns }
     }
 
     /// Whether the statement runs inside a transaction block: the runner's,
@@ -126,10 +130,7 @@ impl Cx {
     /// the catalog and nothing earlier changed it. An unqualified name that
     /// could be either of two looked-up tables gives nothing.
     pub(crate) fn column_type(&self, table: &Table, column: &str) -> Option<&ColumnType> {
-        let mut found = self.columns.iter().filter(|c| {
-            c.column.column == column
-                && table.same(&Table { schema: c.column.schema.clone(), name: c.column.table.clone() })
-        });
+        let mut found = self.columns.iter().filter(|c| c.column.column == column && table.same(&table_of(&c.column)));
         match (found.next(), found.next()) {
             (Some(c), None) => Some(c),
             _ => None,
@@ -160,18 +161,20 @@ impl Cx {
         match node {
             NodeEnum::CreateStmt(c) => {
                 if let Some(rv) = &c.relation {
-                    self.new_tables.push(NewTable { table: Table::of(rv), empty: true });
+                    let if_not_exists = c.if_not_exists;
+                    self.new_tables.push(NewTable { table: Table::of(rv), empty: true, if_not_exists });
                 }
             }
             NodeEnum::CreateTableAsStmt(c) => {
                 if let Some(rv) = c.into.as_ref().and_then(|i| i.rel.as_ref()) {
                     let empty = c.into.as_ref().is_some_and(|i| i.skip_data);
-                    self.new_tables.push(NewTable { table: Table::of(rv), empty });
+                    let if_not_exists = c.if_not_exists;
+                    self.new_tables.push(NewTable { table: Table::of(rv), empty, if_not_exists });
                 }
             }
             NodeEnum::SelectStmt(s) => {
                 if let Some(rv) = s.into_clause.as_ref().and_then(|i| i.rel.as_ref()) {
-                    self.new_tables.push(NewTable { table: Table::of(rv), empty: false });
+                    self.new_tables.push(NewTable { table: Table::of(rv), empty: false, if_not_exists: false });
                 }
                 for target in &s.target_list {
                     if let Some(NodeEnum::ResTarget(r)) = target.node.as_ref()
@@ -192,16 +195,34 @@ impl Cx {
             NodeEnum::RenameStmt(r) if r.rename_type() == ObjectType::ObjectTable => {
                 if let Some(rv) = &r.relation {
                     let old = Table::of(rv);
+                    self.forget_columns(&old);
                     for t in self.new_tables.iter_mut().filter(|t| t.table.same(&old)) {
                         t.table.name = r.newname.clone();
                     }
                 }
             }
+            // A renamed column (the swap of expand/contract) is no longer the
+            // column whose type was read.
+            NodeEnum::RenameStmt(r) if r.rename_type() == ObjectType::ObjectColumn => {
+                if let Some(rv) = &r.relation {
+                    self.forget_columns(&Table::of(rv));
+                }
+            }
+            NodeEnum::AlterObjectSchemaStmt(a) => {
+                if let Some(rv) = &a.relation {
+                    self.forget_columns(&Table::of(rv));
+                }
+            }
             NodeEnum::DropStmt(d) if d.remove_type() == ObjectType::ObjectTable => {
                 for object in &d.objects {
                     let dropped = Table::from_parts(&object_parts(object));
+                    self.forget_columns(&dropped);
                     self.new_tables.retain(|t| !t.table.same(&dropped));
                 }
+            }
+            // Unqualified names may now resolve to other tables.
+            NodeEnum::VariableSetStmt(v) if v.name.eq_ignore_ascii_case("search_path") => {
+                self.columns.retain(|c| !c.column.schema.is_empty());
             }
             NodeEnum::VariableSetStmt(v) if v.name.eq_ignore_ascii_case("lock_timeout") => self.set(v),
             NodeEnum::VariableSetStmt(v) if v.kind() == VariableSetKind::VarResetAll => {
@@ -241,11 +262,7 @@ impl Cx {
                             self.validated.push((table.clone(), cmd.name.clone()));
                         }
                         (AlterTableType::AtAlterColumnType | AlterTableType::AtDropColumn, _) => {
-                            self.columns.retain(|c| {
-                                c.column.column != cmd.name
-                                    || !table
-                                        .same(&Table { schema: c.column.schema.clone(), name: c.column.table.clone() })
-                            });
+                            self.columns.retain(|c| c.column.column != cmd.name || !table.same(&table_of(&c.column)));
                         }
                         _ => {}
                     }
@@ -253,6 +270,11 @@ impl Cx {
             }
             _ => {}
         }
+    }
+
+    /// Forgets what the catalog said about the table's columns.
+    fn forget_columns(&mut self, table: &Table) {
+        self.columns.retain(|c| !table.same(&table_of(&c.column)));
     }
 
     /// `SET [LOCAL] lock_timeout …`, `RESET lock_timeout`.
@@ -286,6 +308,11 @@ impl Cx {
             self.lock_timeout.local = Some(on);
         }
     }
+}
+
+/// The table a looked-up column belongs to, as the file named it.
+fn table_of(c: &ColumnRef) -> Table {
+    Table { schema: c.schema.clone(), name: c.table.clone() }
 }
 
 /// The column of a `CHECK (col IS NOT NULL)`, or of a PostgreSQL 18

@@ -164,6 +164,9 @@ pub struct ColumnType {
     pub typmod: i32,
     /// `integer`, `character varying(50)`…
     pub display: String,
+    /// The expression and partial indexes that use the column: PostgreSQL
+    /// rebuilds them on any type change, even one that rewrites no rows.
+    pub expression_indexes: Vec<String>,
 }
 
 /// The columns whose type `sql` changes, on tables that exist before it:
@@ -270,6 +273,21 @@ fn finding(file: &str, text: &Text, at: usize, statement: &str, hit: rules::Hit)
 #[cfg(test)]
 mod tests {
     use super::rules::test::{check, check_no_tx, finding};
+
+    #[test]
+    fn a_pending_sequence_carries_new_tables_but_not_if_not_exists_ones() {
+        let mut seq = super::Pending::default();
+        assert!(
+            seq.lint("1.up.sql", "CREATE TABLE a (id int);\nCREATE TABLE IF NOT EXISTS b (id int);", true).is_empty()
+        );
+        let f = seq.lint(
+            "2.up.sql",
+            "SET lock_timeout = '1s';\nCREATE INDEX ai ON a (id);\nCREATE INDEX bi ON b (id);",
+            true,
+        );
+        let got: Vec<(&str, u32)> = f.iter().map(|f| (f.code, f.line)).collect();
+        assert_eq!(got, [("M001", 3)], "only b, which may have existed, is flagged: {f:#?}");
+    }
 
     #[test]
     fn files_without_statements_are_clean() {

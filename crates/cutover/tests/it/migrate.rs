@@ -590,7 +590,11 @@ fn lint_from_the_command_line_exits_one_on_errors_and_lints_only_pending_files_w
 fn lint_with_a_dsn_knows_the_current_column_types() {
     let w = Work::new();
     let (db, dsn) = fresh_db("migrate_lint_types");
-    sql(&db, "CREATE TABLE accounts (id integer PRIMARY KEY, name varchar(50), total numeric(10,2))");
+    sql(
+        &db,
+        "CREATE TABLE accounts (id integer PRIMARY KEY, name varchar(50), total numeric(10,2), email varchar(50));
+         CREATE INDEX accounts_email_lower ON accounts (lower(email));",
+    );
     let dir = w.file("migrations");
     let set = "SET lock_timeout = '2s';\n";
     write_dir(
@@ -599,6 +603,7 @@ fn lint_with_a_dsn_knows_the_current_column_types() {
             ("1_widen.up.sql", &format!("{set}ALTER TABLE accounts ALTER COLUMN name TYPE varchar(100);\n")),
             ("2_id.up.sql", &format!("{set}ALTER TABLE accounts ALTER COLUMN id TYPE bigint;\n")),
             ("3_total.up.sql", &format!("{set}ALTER TABLE accounts ALTER COLUMN total TYPE numeric(8,2);\n")),
+            ("4_email.up.sql", &format!("{set}ALTER TABLE accounts ALTER COLUMN email TYPE varchar(100);\n")),
         ],
     );
     let dir = dir.display().to_string();
@@ -617,12 +622,23 @@ fn lint_with_a_dsn_knows_the_current_column_types() {
     let alone = findings(&w.json(&["migrate", "--dir", &dir, "lint"]));
     assert_eq!(
         alone.iter().map(|f| (f.0.as_str(), f.1.as_str())).collect::<Vec<_>>(),
-        [("1_widen.up.sql", "warning"), ("2_id.up.sql", "error"), ("3_total.up.sql", "error")]
+        [
+            ("1_widen.up.sql", "warning"),
+            ("2_id.up.sql", "error"),
+            ("3_total.up.sql", "error"),
+            ("4_email.up.sql", "warning")
+        ]
     );
     // Against the database: varchar(50) → varchar(100) rewrites nothing, and
-    // the others name the type the column has now.
+    // the others name the type the column has now; the same widening of a
+    // column with an expression index still rebuilds that index.
     let known = findings(&w.json(&["migrate", "--dsn", &dsn, "--dir", &dir, "lint"]));
-    assert_eq!(known.len(), 2, "{known:#?}");
+    assert_eq!(known.len(), 3, "{known:#?}");
+    assert!(
+        known[2].2.contains("rewrites no rows of accounts, but rebuilds \"accounts_email_lower\""),
+        "{}",
+        known[2].2
+    );
     assert_eq!((known[0].0.as_str(), known[0].1.as_str()), ("2_id.up.sql", "error"));
     assert!(known[0].2.contains("TYPE bigint (now integer) rewrites accounts"), "{}", known[0].2);
     assert!(known[0].3.contains("cutover pg bigint --table accounts --column id"), "{}", known[0].3);

@@ -45,6 +45,31 @@ pub(super) fn check(cx: &Cx, stmt: &Stmt, out: &mut Vec<Hit>) {
             && !using
             && change(old, new_type) != Change::Rewrite
         {
+            // No row is rewritten, but some indexes may still be rebuilt.
+            let what = if def.coll_clause.is_some() {
+                format!("every index on {} (its collation changes)", quoted(column))
+            } else if !old.expression_indexes.is_empty() {
+                format!(
+                    "{} (expression and partial indexes on {} are rebuilt on any type change)",
+                    old.expression_indexes.iter().map(|i| quoted(i)).collect::<Vec<_>>().join(", "),
+                    quoted(column)
+                )
+            } else {
+                continue;
+            };
+            let hit = Hit::new(
+                &RULE,
+                format!(
+                    "ALTER COLUMN {} TYPE {type_sql} (now {}) rewrites no rows of {table}, but rebuilds {what} while \
+                     holding {ACCESS_EXCLUSIVE} on {table} ({BLOCKS_ALL})",
+                    quoted(column),
+                    old.display
+                ),
+                "In a -- cutover:no-transaction file, DROP INDEX CONCURRENTLY those indexes first, change the type, \
+                 then CREATE INDEX CONCURRENTLY them again; or expand/contract with a new column"
+                    .to_owned(),
+            );
+            out.push(hit.at(def.location));
             continue;
         }
         let hit = if now.is_none() && matches!(base.as_str(), "text" | "varchar") && !using {
@@ -208,6 +233,7 @@ mod tests {
                 type_name: (*type_name).into(),
                 typmod: *typmod,
                 display: (*display).into(),
+                expression_indexes: if *column == "bio" { vec!["users_bio_lower".into()] } else { vec![] },
             })
             .collect();
         crate::lint::Pending::knowing(known).lint("test.sql", &format!("SET lock_timeout = '2s';\n{sql}"), true)
@@ -230,7 +256,6 @@ mod tests {
             "ALTER TABLE t ALTER COLUMN name TYPE varchar(50);",
             "ALTER TABLE t ALTER COLUMN name TYPE text;",
             "ALTER TABLE t ALTER COLUMN name TYPE varchar;",
-            "ALTER TABLE t ALTER COLUMN bio TYPE varchar;",
             "ALTER TABLE t ALTER COLUMN total TYPE numeric(14,2);",
             "ALTER TABLE t ALTER COLUMN total TYPE numeric;",
             "ALTER TABLE t ALTER COLUMN big TYPE bigint;",
@@ -266,6 +291,25 @@ mod tests {
         assert!(f[0].alternative.contains("cutover pg bigint --table t --column id"), "{}", f[0].alternative);
         let f = knowing("ALTER TABLE t ALTER COLUMN big TYPE numeric;", &cols);
         assert!(!f[0].alternative.contains("cutover pg bigint"), "{}", f[0].alternative);
+        // No row rewritten, but indexes rebuilt: a new collation, an expression index.
+        let f = knowing("ALTER TABLE t ALTER COLUMN name TYPE varchar(100) COLLATE \"C\";", &cols);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].message.contains("rewrites no rows of t, but rebuilds every index on \"name\""),
+            "{}",
+            f[0].message
+        );
+        let f = knowing("ALTER TABLE t ALTER COLUMN bio TYPE varchar;", &cols);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(f[0].message.contains("rebuilds \"users_bio_lower\" (expression"), "{}", f[0].message);
+        // A column renamed, or a table moved, since it was read is no longer known.
+        assert_eq!(
+            codes(
+                "ALTER TABLE t RENAME COLUMN id TO old_id;\nALTER TABLE t RENAME COLUMN name TO id;\nALTER TABLE t ALTER COLUMN id TYPE varchar(100);"
+            ),
+            ["M010", "M010", "M003"]
+        );
+        assert_eq!(codes("SET search_path = app;\nALTER TABLE t ALTER COLUMN name TYPE varchar(100);"), ["M003"]);
         // A column changed earlier in the sequence is no longer known.
         assert_eq!(
             codes(
