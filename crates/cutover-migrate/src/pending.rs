@@ -22,16 +22,22 @@ pub struct Linted {
 pub async fn lint_pending(client: &Client, source: &Source, versions: &[u64]) -> Result<Linted, MigrateError> {
     let files: Vec<_> =
         source.migrations.iter().filter(|m| versions.contains(&m.version)).filter_map(|m| m.up.as_ref()).collect();
+    // Each file is parsed once: for the columns to look up, then to lint.
+    let parsed: Vec<_> = files.iter().map(|f| lint::parse(&f.sql)).collect();
     let mut wanted: Vec<ColumnRef> = Vec::new();
-    for f in &files {
-        for c in lint::altered_columns(&f.sql) {
+    for p in parsed.iter().flatten() {
+        for c in lint::altered_columns(p) {
             if !wanted.contains(&c) {
                 wanted.push(c);
             }
         }
     }
     let mut sequence = Pending::knowing(column_types(client, &wanted).await?);
-    let findings = files.iter().flat_map(|f| sequence.lint(&f.name, &f.sql, f.transactional)).collect();
+    let findings = files
+        .iter()
+        .zip(&parsed)
+        .flat_map(|(f, p)| sequence.lint_parsed(&f.name, &f.sql, p, f.transactional))
+        .collect();
     Ok(Linted { files: files.len(), findings })
 }
 

@@ -240,26 +240,20 @@ pub async fn apply(
     let deadline = Instant::now() + opts.lock_wait;
     let keys = [(LOCK_KEY, "cutover"), (golang, "golang-migrate")];
     let mut held = Vec::new();
-    let mut r = Ok(());
-    for (key, whose) in keys {
-        r = lock(client, key, whose, deadline, opts, on).await;
+    let r = async {
+        for (key, whose) in keys {
+            lock(client, key, whose, deadline, opts, on).await?;
+            held.push(key);
+        }
+        let r = apply_locked(client, source, cmd, opts, on).await;
         if r.is_err() {
-            break;
+            // A bookkeeping transaction may be open and aborted; a ROLLBACK
+            // outside one is only a warning.
+            let _ = client.batch_execute("ROLLBACK").await;
         }
-        held.push(key);
+        r
     }
-    let r = match r {
-        Ok(()) => {
-            let r = apply_locked(client, source, cmd, opts, on).await;
-            if r.is_err() {
-                // A bookkeeping transaction may be open and aborted; a ROLLBACK
-                // outside one is only a warning.
-                let _ = client.batch_execute("ROLLBACK").await;
-            }
-            r
-        }
-        Err(e) => Err(e),
-    };
+    .await;
     // Session locks: a failed unlock only matters until the connection
     // closes, which the caller does next.
     for key in held.into_iter().rev() {

@@ -26,9 +26,6 @@ pub async fn run(s: &PgMigrateStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepEr
     let source = open(s, ctx).await?;
     let (_, client) = ctx.pg_connect(&s.dsn, "the dsn").await?;
     let fail = |e: MigrateError| ctx.fail(format!("pg.migrate: {e}"));
-    if s.lint {
-        lint_gate(s, ctx, &client, &source).await?;
-    }
 
     let mut opts =
         Options::new(format!("cutover run {} target {} — {}", ctx.run_id, ctx.target, crate::this_process()));
@@ -39,6 +36,9 @@ pub async fn run(s: &PgMigrateStep, ctx: &StepCtx<'_>) -> Result<Outputs, StepEr
     opts.allow_changed = s.allow_changed;
     if let Some(t) = &s.golang_migrate_table {
         opts.golang_migrate_table = t.clone();
+    }
+    if s.lint {
+        lint_gate(s, ctx, &client, &source, &opts.golang_migrate_table).await?;
     }
     let redactor = ctx.redactor.clone();
     opts.redact = Box::new(move |t| redactor.redact(t));
@@ -189,10 +189,10 @@ async fn lint_gate(
     ctx: &StepCtx<'_>,
     client: &cutover_pg::Client,
     source: &Source,
+    golang_migrate_table: &str,
 ) -> Result<(), StepError> {
-    let status = run::status(client, source, s.golang_migrate_table.as_deref().unwrap_or(run::GOLANG_MIGRATE_TABLE))
-        .await
-        .map_err(|e| ctx.fail(format!("pg.migrate: {e}")))?;
+    let status =
+        run::status(client, source, golang_migrate_table).await.map_err(|e| ctx.fail(format!("pg.migrate: {e}")))?;
     let pending: Vec<u64> = status
         .files
         .iter()

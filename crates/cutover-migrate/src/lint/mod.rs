@@ -118,7 +118,7 @@ pub struct Finding {
 /// header). Findings come sorted by line, column and code; a file that does
 /// not parse gives one `M000` finding.
 pub fn lint_sql(file: &str, sql: &str, transactional: bool) -> Vec<Finding> {
-    lint_in(file, sql, transactional, &mut Carried::default())
+    lint_in(file, sql, &parse(sql), transactional, &mut Carried::default())
 }
 
 /// Lints files that have not run yet, in the order they will run: a table
@@ -143,7 +143,8 @@ pub struct Pending {
 }
 
 /// A column a file changes the type of (`ALTER COLUMN … TYPE`), named as
-/// the file names it; see [`altered_columns`].
+/// the file names it: what a caller looks up in the catalog for
+/// [`Pending::knowing`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnRef {
     /// The schema as written, or empty (the search path decides).
@@ -169,28 +170,20 @@ pub struct ColumnType {
     pub expression_indexes: Vec<String>,
 }
 
-/// The columns whose type `sql` changes, on tables that exist before it:
-/// what a caller looks up in the catalog for [`Pending::knowing`]. A file
-/// that does not parse has none.
-pub fn altered_columns(sql: &str) -> Vec<ColumnRef> {
-    let Ok(parsed) = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) else { return Vec::new() };
+/// The columns whose type a parsed file changes (`ALTER COLUMN … TYPE`).
+pub(crate) fn altered_columns(parsed: &pg_query::ParseResult) -> Vec<ColumnRef> {
     let mut out = Vec::new();
     for raw in &parsed.protobuf.stmts {
         if let Some(pg_query::NodeEnum::AlterTableStmt(a)) = raw.stmt.as_ref().and_then(|n| n.node.as_ref())
             && let Some(rv) = &a.relation
         {
-            for cmd in rules::alter_cmds(a) {
-                if cmd.subtype() == pg_query::protobuf::AlterTableType::AtAlterColumnType {
-                    let c = ColumnRef {
-                        schema: rv.schemaname.clone(),
-                        table: rv.relname.clone(),
-                        column: cmd.name.clone(),
-                    };
-                    if !out.contains(&c) {
-                        out.push(c);
-                    }
-                }
-            }
+            let altered =
+                rules::alter_cmds(a).filter(|c| c.subtype() == pg_query::protobuf::AlterTableType::AtAlterColumnType);
+            out.extend(altered.map(|cmd| ColumnRef {
+                schema: rv.schemaname.clone(),
+                table: rv.relname.clone(),
+                column: cmd.name.clone(),
+            }));
         }
     }
     out
@@ -207,16 +200,38 @@ impl Pending {
 
     /// Lints the next file of the sequence; see [`lint_sql`].
     pub fn lint(&mut self, file: &str, sql: &str, transactional: bool) -> Vec<Finding> {
-        lint_in(file, sql, transactional, &mut self.carried)
+        lint_in(file, sql, &parse(sql), transactional, &mut self.carried)
+    }
+
+    /// [`Pending::lint`] for a file the caller parsed already.
+    pub(crate) fn lint_parsed(
+        &mut self,
+        file: &str,
+        sql: &str,
+        parsed: &pg_query::Result<pg_query::ParseResult>,
+        transactional: bool,
+    ) -> Vec<Finding> {
+        lint_in(file, sql, parsed, transactional, &mut self.carried)
     }
 }
 
-fn lint_in(file: &str, sql: &str, transactional: bool, carried: &mut Carried) -> Vec<Finding> {
+/// A file read with PostgreSQL's grammar.
+pub(crate) fn parse(sql: &str) -> pg_query::Result<pg_query::ParseResult> {
+    pg_query::parse(sql, pg_query::ParserOptions::DEFAULT)
+}
+
+fn lint_in(
+    file: &str,
+    sql: &str,
+    parsed: &pg_query::Result<pg_query::ParseResult>,
+    transactional: bool,
+    carried: &mut Carried,
+) -> Vec<Finding> {
     let text = Text::new(sql);
-    let parsed = match pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) {
+    let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(e) => {
-            let (at, message) = rules::parse_error::locate(&text, &e);
+            let (at, message) = rules::parse_error::locate(&text, e);
             let hit = rules::Hit::new(&rules::parse_error::RULE, message, rules::parse_error::RULE.alternative.into());
             let statement = text.statement_at(at);
             return vec![finding(file, &text, at, &statement, hit)];
